@@ -207,7 +207,9 @@ def validate(cfg: Config) -> Config:
     if cfg.data.load_size < cfg.data.crop_size:
         raise ConfigError(f"data.load_size ({cfg.data.load_size}) must be >= data.crop_size ({cfg.data.crop_size})")
     if not 0 <= cfg.optim.decay_epoch < cfg.optim.epochs:
-        raise ConfigError(f"optim.decay_epoch: must be in [0, optim.epochs={cfg.optim.epochs}), got {cfg.optim.decay_epoch}")
+        raise ConfigError(
+            f"optim.decay_epoch: must be in [0, optim.epochs={cfg.optim.epochs}), got {cfg.optim.decay_epoch}"
+        )
     if not (cfg.optim.lr > 0 and 0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
         raise ConfigError("optim: lr must be > 0 and beta1, beta2 in [0, 1)")
     return cfg

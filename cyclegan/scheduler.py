@@ -62,7 +62,7 @@ class ReplayBuffer:
         out = fakes.clone()
         coins = torch.rand(fakes.shape[0], generator=self.generator).tolist()
         picks = torch.randint(self.max_size, (fakes.shape[0],), generator=self.generator).tolist()
-        for i, (coin, pick) in enumerate(zip(coins, picks)):
+        for i, (coin, pick) in enumerate(zip(coins, picks, strict=True)):
             if self.count < self.max_size:
                 self.items[self.count] = fakes[i]
                 self.count += 1
