@@ -102,9 +102,15 @@ def load_network(
     """
     path = Path(path)
     data = _load_trusted(path, map_location)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        what = "a training-state checkpoint" if isinstance(data, dict) and "models" in data else "an exported network"
-        raise CheckpointError(f"{path}: {what}, not a {kind or 'network'} file written by cyclegan-train")
+    wanted = kind or "network"
+    if isinstance(data, dict) and data.get("format") == FORMAT and "models" in data:
+        raise CheckpointError(f"{path}: is a training-state checkpoint, not an exported {wanted} (use *_gen_N.pt)")
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or data.get("kind") not in ("generator", "discriminator")
+    ):
+        raise CheckpointError(f"{path}: not a {wanted} file written by cyclegan-train")
     if kind is not None and data["kind"] != kind:
         raise CheckpointError(f"{path}: is a {data['kind']} ({data['role']}), expected a {kind}")
     cls = Generator if data["kind"] == "generator" else Discriminator

@@ -49,7 +49,7 @@ def ids_to_rgb(ids: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torc
     """Class ids (..., H, W) -> uint8 colours (..., 3, H, W) on the ids' device."""
     if ids.dtype.is_floating_point:
         raise TypeError(f"class ids must be an integer tensor, got {ids.dtype}")
-    rgb = palette.to(ids.device)[ids.long().clamp_(0, palette.shape[0] - 1)]
+    rgb = palette.to(ids.device)[ids.long().clamp(0, palette.shape[0] - 1)]
     return rgb.movedim(-1, -3)
 
 

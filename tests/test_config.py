@@ -1,0 +1,62 @@
+import pytest
+
+from cyclegan.config import Config, ConfigError, from_dict, load_config, to_dict
+
+
+def test_defaults_follow_the_paper():
+    cfg = Config()
+    assert (cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == (2e-4, 0.5, 0.999)
+    assert (cfg.optim.epochs, cfg.optim.decay_epoch) == (200, 100)
+    assert (cfg.optim.lambda_cycle, cfg.optim.lambda_identity, cfg.optim.replay_size) == (10.0, 0.5, 50)
+    assert (cfg.model.n_residual_blocks, cfg.data.load_size, cfg.data.crop_size) == (9, 286, 256)
+
+
+def test_yaml_then_cli_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1.0e-3\n  epochs: 10\n  decay_epoch: 5\ndata:\n  batch_size: 4\n")
+    cfg = load_config(path, ["--optim.lr", "5e-4", "--train.compile=true", "--wandb.mode", "offline"])
+    assert cfg.optim.lr == 5e-4 and cfg.optim.epochs == 10 and cfg.data.batch_size == 4
+    assert cfg.train.compile is True and cfg.wandb.mode == "offline"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--optim.lrr", "1"], "optim.lrr: unknown key"),
+        (["--train.precision", "fp8"], "train.precision: must be one of"),
+        (["--data.batch_size", "0"], "data.batch_size: must be >= 1"),
+        (["--data.batch_size", "two"], "data.batch_size: expected int"),
+        (["--optim.decay_epoch", "300"], "optim.decay_epoch"),
+        (["--data.crop_size", "30"], "data.crop_size"),
+        (["--data.load_size", "64", "--data.crop_size", "128"], "data.load_size"),
+        (["--optim"], "--optim: missing value"),
+        (["optim.lr", "1"], "expected --section.key value"),
+        (["--optim", "3"], "optim: expected a mapping"),
+    ],
+)
+def test_bad_settings_name_the_key(args, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, args)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_config(path)
+    path.write_text("model:\n  blocks: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: model.blocks: unknown key"):
+        load_config(path)
+
+
+def test_dict_round_trip():
+    cfg = load_config(None, ["--model.ngf", "16", "--wandb.name", "x"])
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    for path in configs:
+        load_config(path)
