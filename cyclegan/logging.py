@@ -1,0 +1,103 @@
+"""What the trainer shows people: W&B runs, the progress bar's text, and sample grids.
+
+Only the main process creates a ``RunLogger``. With ``wandb.mode: disabled`` wandb is
+never imported, so hosts without it (or without network) train the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from cyclegan.config import WandbConfig
+from cyclegan.palette import class_labels, seg_to_ids
+
+GRID_COLUMNS = ("photo", "G(photo)", "F(G(photo))", "seg", "F(seg)", "G(F(seg))")
+
+
+@torch.no_grad()
+def translate_samples(
+    real2seg: torch.nn.Module, seg2real: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The six views of a sample grid (``GRID_COLUMNS``), each Bx3xHxW in [-1, 1]."""
+    photo, seg = batch["photo"], batch["seg"]
+    fake_seg = real2seg(photo)
+    fake_photo = seg2real(seg)
+    views = (photo, fake_seg, seg2real(fake_seg), seg, fake_photo, real2seg(fake_photo))
+    return {name: view.float() for name, view in zip(GRID_COLUMNS, views, strict=True)}
+
+
+def sample_grid(views: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One row per item, one column per view, as a 3xHxW image in [0, 1] on the CPU."""
+    rows = torch.stack(list(views.values()), dim=1).flatten(0, 1)
+    return make_grid((rows + 1) / 2, nrow=len(views), padding=2, pad_value=1.0).clamp(0, 1).cpu()
+
+
+def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    return path
+
+
+class RunLogger:
+    """W&B run (optional) of the main process; ``run_id`` lets a resumed run continue it."""
+
+    def __init__(self, cfg: WandbConfig, config: dict[str, Any], out_dir: Path, run_id: str | None) -> None:
+        self.run = None
+        if cfg.mode == "disabled":
+            return
+        try:
+            import wandb
+        except ImportError:
+            raise RuntimeError("wandb.mode is not 'disabled' but wandb is not installed (pip install wandb)") from None
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity or None,
+            name=cfg.name or None,
+            mode=cfg.mode,
+            dir=str(out_dir),
+            config=config,
+            id=run_id,
+            resume="allow" if run_id else None,
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else self.run.id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def log_samples(self, views: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int) -> None:
+        """The epoch's grid plus each photo with predicted and true class masks (named)."""
+        if self.run is None:
+            return
+        labels = class_labels()
+        predicted = seg_to_ids(views["G(photo)"]).cpu().numpy()
+        grid = sample_grid(views)
+        images = []
+        for i, photo in enumerate(((batch["photo"].float() + 1) * 127.5).clamp(0, 255).byte().cpu()):
+            masks = {
+                "prediction": {"mask_data": predicted[i], "class_labels": labels},
+                "ground_truth": {"mask_data": batch["label"][i].cpu().numpy(), "class_labels": labels},
+            }
+            images.append(self.wandb.Image(photo.permute(1, 2, 0).numpy(), masks=masks, caption=batch["key"][i]))
+        grid_image = self.wandb.Image(grid.permute(1, 2, 0).numpy(), caption=" | ".join(GRID_COLUMNS))
+        self.run.log({"samples/grid": grid_image, "samples/segmentation": images}, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def format_postfix(metrics: dict[str, float]) -> str:
+    """Short text for the progress bar: the total losses and throughput."""
+    keys = ("train/loss_G", "train/loss_D", "perf/pairs_per_s")
+    return " ".join(f"{k.split('/')[-1]}={metrics[k]:.3g}" for k in keys if k in metrics)
