@@ -53,6 +53,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -475,10 +476,15 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
         yield from map(write_shard, jobs)
         return
     try:
-        with Pool(min(workers, len(jobs))) as pool:
+        with Pool(min(workers, len(jobs)), initializer=_ignore_sigint) as pool:
             yield from pool.imap_unordered(write_shard, jobs)
     finally:  # a failing or interrupted run terminates workers mid-shard
         _remove_temps(jobs[0].settings.out)
+
+
+def _ignore_sigint() -> None:
+    """Ctrl-C is the parent's to handle: it terminates the pool, no traceback from every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
@@ -599,24 +605,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-shard",
         description="Turn ADE20K into pre-shuffled WebDataset shards, DALI indexes and a manifest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--root", type=Path, required=True, help="dataset folder, or the folder holding it")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
-    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="ADE20K release layout")
-    parser.add_argument("--splits", type=_splits, default=SPLITS, help="comma-separated splits to shard")
-    parser.add_argument(
-        "--class-map", type=Path, help="full layout: JSON or CSV map of full class ids to the 150"
+    add = parser.add_argument
+    add("--root", type=Path, required=True, metavar="DIR", help="dataset folder, or the folder holding it")
+    add("--out", type=Path, required=True, metavar="DIR", help="output folder for shards and manifest.json")
+    add("--layout", choices=("auto", *LAYOUTS), default="auto", help="ADE20K release layout (default: auto)")
+    add("--splits", type=_splits, default=",".join(SPLITS), help="comma-separated (default: %(default)s)")
+    add(
+        "--class-map",
+        type=Path,
+        metavar="FILE",
+        help="full layout: JSON/CSV map of full class ids to the 150",
     )
-    parser.add_argument(
-        "--short-side", type=_positive, help="resize so the short side is N px (default: keep)"
+    add("--short-side", type=_positive, metavar="N", help="resize to N px on the short side (default: keep)")
+    add(
+        "--samples-per-shard",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="samples per tar shard (default: %(default)s)",
     )
-    parser.add_argument("--samples-per-shard", type=_positive, default=500, help="samples per tar shard")
-    parser.add_argument("--limit", type=_positive, help="shard only the first N shuffled inputs per split")
-    parser.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, help="worker processes")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad input (exit 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output made otherwise")
+    add("--limit", type=_positive, metavar="N", help="shard only the first N shuffled inputs per split")
+    add("--seed", type=int, default=0, metavar="S", help="shuffle seed (default: %(default)s)")
+    add(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes (default: %(default)s, the CPU count)",
+    )
+    add("--strict", action="store_true", help="stop at the first bad input with exit code 1")
+    add("--overwrite", action="store_true", help="replace an output made with other options or inputs")
     return parser
 
 
