@@ -1,0 +1,668 @@
+"""ADE20K -> WebDataset shards for training: ``cyclegan-shard``.
+
+Reads either public ADE20K layout and writes, per split, pre-shuffled tar shards
+``{split}-000000.tar`` with the DALI index ``{split}-000000.idx`` beside each, and a
+``manifest.json`` for the whole output::
+
+    # the 150-class SceneParsing release
+    cyclegan-shard --root data/ADEChallengeData2016 --out data/shards --short-side 286 --workers 8
+    # the full release, mapped to the 150 classes
+    cyclegan-shard --root data/ADE20K_2021_17_01 --out data/shards --class-map ade150_map.csv
+    # a quick 200-image sample of each split; stop at the first bad input
+    cyclegan-shard --root data --out /tmp/shards --limit 200 --strict
+    python -m cyclegan.data.shard --help
+
+Each sample is three tar members (readers split the extension at the first dot, so keys,
+the photo's file stem with any dots turned into "_", contain none):
+
+* ``KEY.jpg``: the RGB photo; its original bytes when nothing changes, else re-encoded at
+  quality 95 (grayscale/CMYK/non-JPEG photos, EXIF rotation, ``--short-side``).
+* ``KEY.label.png``: 8-bit single-channel class ids (0 = unlabeled, 1..150), photo-sized.
+* ``KEY.json``: key, split, layout, source paths relative to the dataset folder, original
+  and stored size as [width, height], scene category (or null).
+
+Class map (``--class-map``, full layout only). A full-release ``*_seg.png`` stores the class
+as R / 10 * 256 + G (B = instance) over ~3,000 classes; the map says which become which of the
+150 classes, anything unmapped becomes 0. JSON ``{"2978": 3, "1831": 2}`` or a two-column
+CSV ``full_id,ade150_id`` (an optional header row).
+
+Choices worth knowing:
+
+* EXIF orientation is applied to the photo and, by the same transpose, to its label: the
+  annotation must match the photo's stored pixel grid, and the re-encoded photo carries no
+  orientation tag, so DALI (which honours the tag), PIL and torchvision all see one image.
+* ``--short-side N`` scales each pair to exactly N on the short side, up or down (bicubic
+  photo, nearest-neighbour label), so a loader's fixed-size crop always fits.
+* Inputs are shuffled (seeded, per split) and cut into shards before they are decoded;
+  a skipped input leaves its shard one sample short. ``--limit`` takes the first N of the
+  shuffled list, so a few may be skipped from those N.
+* Each worker writes whole shards under temporary names and renames them when complete,
+  then records a done marker in ``.shard-state/``; a re-run keeps recorded shards and
+  writes the rest. Options and the planned inputs are fingerprinted in
+  ``.shard-state/options.json``: a re-run with others is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+from tqdm import tqdm
+
+from cyclegan.palette import NUM_CLASSES
+
+FORMAT = "cyclegan-shard/1"
+SPLITS = ("training", "validation")
+LAYOUTS = ("scene-parsing", "full")
+JPEG_QUALITY = 95
+MANIFEST = "manifest.json"
+STATE_DIR = ".shard-state"
+IDX_VERSION = "v1.2"  # the index version DALI's wds2idx writes
+
+_PHOTO_SUFFIXES = (".jpg", ".jpeg")
+_SHARD_FILE = re.compile(rf"^({'|'.join(SPLITS)})-\d{{6}}\.(tar|idx)$")
+_FULL_ID_COUNT = (255 // 10 + 1) * 256  # every value R / 10 * 256 + G can take
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_MISSING_CLASS_MAP = (
+    "the full layout needs --class-map FILE mapping full-ADE20K class ids (R / 10 * 256 + G of *_seg.png) "
+    "to the 150 classes (JSON {full_id: ade150_id} or CSV full_id,ade150_id); the release ships "
+    "objects.txt / index_ade20k.pkl, not such a mapping"
+)
+
+# Truncated files must fail loudly, not decode to grey; PIL's default, pinned against other imports.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadInput(Exception):
+    """An input the sharder cannot use: skipped and listed, or fatal with ``--strict``."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def record(self) -> dict[str, str]:
+        return {"path": str(self.path), "reason": self.reason}
+
+
+class ShardError(Exception):
+    """A problem with the dataset folder, class map or output folder, reported in one line."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One photo and its annotation, as found on disk."""
+
+    split: str
+    key: str
+    photo: Path
+    annotation: Path
+    scene: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every shard job needs besides its inputs."""
+
+    dataset: Path
+    layout: str
+    out: Path
+    short_side: int | None
+    class_lut: np.ndarray | None  # full id -> 150-class id, full layout only
+    strict: bool
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to write: the unit of work of a worker process."""
+
+    settings: Settings
+    name: str
+    sources: tuple[Source, ...]
+
+
+# ---------------------------------------------------------------- finding inputs
+
+
+def detect_layout(root: Path, layout: str = "auto") -> tuple[str, Path]:
+    """The layout and dataset folder at ``root`` or in one folder below it (e.g. a download dir)."""
+    wanted = LAYOUTS if layout == "auto" else (layout,)
+    for folders in ([root], sorted(p for p in root.iterdir() if p.is_dir())):
+        found = [(name, folder) for folder in folders for name in wanted if _has_layout(folder, name)]
+        if len(found) > 1:
+            places = ", ".join(f"{name} at {folder}" for name, folder in found)
+            raise ShardError(f"{root}: found {places}; pick one with --root or --layout")
+        if found:
+            return found[0]
+    expected = {
+        "scene-parsing": "ADEChallengeData2016/{images,annotations}/",
+        "full": "ADE20K_*/images/ADE/",
+    }
+    raise ShardError(f"{root}: no ADE20K layout found (expected {' or '.join(expected[n] for n in wanted)})")
+
+
+def _has_layout(folder: Path, layout: str) -> bool:
+    if layout == "scene-parsing":
+        return (folder / "images").is_dir() and (folder / "annotations").is_dir()
+    return (folder / "images" / "ADE").is_dir()
+
+
+def find_sources(dataset: Path, layout: str, split: str) -> tuple[list[Source], list[BadInput]]:
+    """Photo/annotation pairs of one split in path order, and the photos that cannot pair."""
+    if layout == "scene-parsing":
+        scenes = _scene_categories(dataset / "sceneCategories.txt")
+        pairs = [
+            (photo, dataset / "annotations" / split / f"{photo.stem}.png", scenes.get(photo.stem))
+            for photo in _photos(dataset / "images" / split, recursive=False)
+        ]
+    else:
+        top = dataset / "images" / "ADE" / split
+        pairs = [
+            (
+                photo,
+                photo.with_name(f"{photo.stem}_seg.png"),
+                photo.parent.name if photo.parent != top else None,
+            )
+            for photo in _photos(top, recursive=True)
+        ]
+    sources, problems, seen = [], [], {}
+    for photo, annotation, scene in pairs:
+        key = photo.stem.replace(".", "_")
+        if not annotation.is_file():
+            problems.append(BadInput(photo, f"missing annotation {annotation}"))
+        elif key in seen:
+            problems.append(BadInput(photo, f"duplicate key {key} (also {seen[key]})"))
+        else:
+            seen[key] = photo
+            sources.append(Source(split, key, photo, annotation, scene))
+    return sources, problems
+
+
+def _photos(folder: Path, recursive: bool) -> list[Path]:
+    if not folder.is_dir():
+        raise ShardError(f"{folder}: no such folder; is every split in --splits in this dataset?")
+    listing = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in listing
+        if p.suffix.lower() in _PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _scene_categories(path: Path) -> dict[str, str]:
+    """``sceneCategories.txt`` of the SceneParsing release: ``ADE_train_00000001 airport_terminal``."""
+    if not path.is_file():
+        return {}
+    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if len(line.split()) == 2)
+
+
+def load_class_map(path: Path) -> dict[int, int]:
+    """Full-ADE20K class id -> 150-class id, from JSON or two-column CSV (see module docstring)."""
+    try:
+        text = path.read_text()
+        if path.suffix.lower() == ".json":
+            pairs = list(json.loads(text).items())
+        else:
+            rows = [row for row in csv.reader(io.StringIO(text)) if row and "".join(row).strip()]
+            if rows and not rows[0][0].strip().lstrip("-").isdigit():
+                rows = rows[1:]  # header
+            if any(len(row) != 2 for row in rows):
+                raise ValueError("every row needs exactly two columns, full_id,ade150_id")
+            pairs = [tuple(row) for row in rows]
+        mapping = {int(full): int(ade) for full, ade in pairs}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ShardError(f"{path}: not a class map ({exc})") from None
+    bad = [
+        f"{full}->{ade}"
+        for full, ade in mapping.items()
+        if not 0 <= full < _FULL_ID_COUNT or not 0 <= ade <= NUM_CLASSES
+    ]
+    if bad:
+        raise ShardError(
+            f"{path}: class map entries out of range (full ids 0..{_FULL_ID_COUNT - 1}, "
+            f"150-class ids 0..{NUM_CLASSES}): {', '.join(bad[:5])}"
+        )
+    return mapping
+
+
+def plan_split(
+    sources: Sequence[Source], split: str, seed: int, limit: int | None, per_shard: int
+) -> list[list[Source]]:
+    """Seeded shuffle of the path-sorted inputs, cut to ``limit``, chunked into shards.
+
+    GPU readers only shuffle inside a buffer, so the order across shards must already be
+    random; seeding by split keeps one split's plan independent of which others are asked for.
+    """
+    order = list(sources)
+    random.Random(f"{split}:{seed}").shuffle(order)
+    order = order[:limit]
+    return [order[start : start + per_shard] for start in range(0, len(order), per_shard)]
+
+
+# ---------------------------------------------------------------- one sample
+
+
+def encode_sample(source: Source, settings: Settings) -> tuple[dict[str, bytes], np.ndarray]:
+    """Validate and encode one input: tar members by extension, and its class-pixel counts."""
+    data = _read(source.photo)
+    photo = _decode(source.photo, data, "photo")
+    labels = _labels(source, settings, photo.size)
+    original_size = photo.size
+    try:
+        transpose = _TRANSPOSE.get(photo.getexif().get(_ORIENTATION))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadInput(source.photo, f"corrupt EXIF data ({exc})") from None
+    keep_bytes = photo.format == "JPEG" and photo.mode == "RGB" and transpose is None
+    label = Image.fromarray(labels)
+    if transpose is not None:
+        photo, label = photo.transpose(transpose), label.transpose(transpose)
+    if photo.mode != "RGB":
+        photo = photo.convert("RGB")
+    if settings.short_side and min(photo.size) != settings.short_side:
+        keep_bytes = False
+        size = _short_side_size(photo.size, settings.short_side)
+        photo = photo.resize(size, Image.Resampling.BICUBIC)
+        label = label.resize(size, Image.Resampling.NEAREST)
+    meta = {
+        "key": source.key,
+        "split": source.split,
+        "layout": settings.layout,
+        "photo": source.photo.relative_to(settings.dataset).as_posix(),
+        "annotation": source.annotation.relative_to(settings.dataset).as_posix(),
+        "original_size": list(original_size),
+        "size": list(photo.size),
+        "scene": source.scene,
+    }
+    members = {
+        "jpg": data if keep_bytes else _encode(photo, "JPEG", quality=JPEG_QUALITY),
+        "label.png": _encode(label, "PNG"),
+        "json": json.dumps(meta, sort_keys=True).encode(),
+    }
+    return members, np.bincount(np.asarray(label).ravel(), minlength=NUM_CLASSES + 1)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInput(path, f"unreadable ({exc.strerror})") from None
+
+
+def _decode(path: Path, data: bytes, what: str) -> Image.Image:
+    """Fully decode, so truncated files are caught here and not in a training loader."""
+    if not data:
+        raise BadInput(path, f"empty {what} file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError:
+        raise BadInput(path, f"{what} is not an image file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadInput(path, f"truncated or corrupt {what} ({exc})") from None
+    return image
+
+
+def _labels(source: Source, settings: Settings, photo_size: tuple[int, int]) -> np.ndarray:
+    """The annotation as 150-class ids (uint8, H x W), checked against its photo."""
+    path = source.annotation
+    image = _decode(path, _read(path), "annotation")
+    if image.size != photo_size:
+        raise BadInput(path, f"annotation size {_wxh(image.size)} differs from photo size {_wxh(photo_size)}")
+    if settings.class_lut is None:
+        if image.mode not in ("L", "P"):
+            raise BadInput(path, f"annotation mode {image.mode} is not 8-bit single-channel")
+        labels = np.asarray(image)
+        if labels.max() > NUM_CLASSES:
+            raise BadInput(path, f"label value {labels.max()} > {NUM_CLASSES}")
+        return labels
+    if image.mode not in ("RGB", "RGBA"):
+        raise BadInput(path, f"_seg.png mode {image.mode} is not RGB")
+    rgb = np.asarray(image.convert("RGB"))
+    return settings.class_lut[(rgb[..., 0] // 10).astype(np.intp) * 256 + rgb[..., 1]]
+
+
+def _short_side_size(size: tuple[int, int], short: int) -> tuple[int, int]:
+    width, height = size
+    if width <= height:
+        return short, max(1, round(height * short / width))
+    return max(1, round(width * short / height)), short
+
+
+def _encode(image: Image.Image, fmt: str, **params: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+# ---------------------------------------------------------------- one shard
+
+
+def write_shard(job: ShardJob) -> tuple[str, int]:
+    """Write one shard, its index and its done marker; returns (name, inputs handled).
+
+    Runs in a worker process. Output bytes depend only on the job, never on which worker
+    or when, so any ``--workers`` gives identical shards.
+    """
+    out = job.settings.out
+    tar_path, idx_path = out / f"{job.name}.tar", out / f"{job.name}.idx"
+    tmp_tar, tmp_idx = _temp(tar_path), _temp(idx_path)
+    class_pixels = np.zeros(NUM_CLASSES + 1, dtype=np.int64)
+    skipped, index_lines = [], []
+    try:
+        with tarfile.open(tmp_tar, "w") as tar:
+            for source in job.sources:
+                try:
+                    members, counts = encode_sample(source, job.settings)
+                except BadInput as exc:
+                    if job.settings.strict:
+                        raise
+                    skipped.append(exc.record())
+                    continue
+                index_lines.append(
+                    " ".join(_add_member(tar, f"{source.key}.{ext}", data) for ext, data in members.items())
+                )
+                class_pixels += counts
+        if index_lines:
+            tmp_idx.write_text(
+                f"{IDX_VERSION} {len(index_lines)}\n" + "".join(f"{line}\n" for line in index_lines)
+            )
+            os.replace(tmp_idx, idx_path)
+            os.replace(tmp_tar, tar_path)
+    finally:
+        for tmp in (tmp_tar, tmp_idx):
+            tmp.unlink(missing_ok=True)
+    marker = {"samples": len(index_lines), "class_pixels": class_pixels.tolist(), "skipped": skipped}
+    _write_json(out / STATE_DIR / f"{job.name}.json", marker)
+    return job.name, len(job.sources)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> str:
+    """Append one file with fixed metadata (reproducible bytes); its entry in wds2idx's format."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tar.addfile(info, io.BytesIO(data))
+    data_offset = tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return f"{name.split('.', 1)[1]} {data_offset} {len(data)} {name}"
+
+
+def _temp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = _temp(path)
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _prepare_out(out: Path, fingerprint: dict, overwrite: bool) -> None:
+    """Create or reuse ``out``: refuse another run's output unless ``--overwrite`` clears it."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / STATE_DIR
+    recorded = state / "options.json"
+    ours = [p for p in out.iterdir() if _SHARD_FILE.match(p.name) or p.name == MANIFEST]
+    if overwrite:
+        for path in ours:
+            path.unlink()
+        shutil.rmtree(state, ignore_errors=True)
+    elif recorded.is_file():
+        previous = json.loads(recorded.read_text())
+        if previous != fingerprint:
+            old, new = previous.get("options", {}), fingerprint["options"]
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)) or ["inputs"]
+            raise ShardError(
+                f"{out} holds shards made with different {', '.join(changed)}; "
+                "pass --overwrite to replace them or choose another --out"
+            )
+    elif ours:
+        raise ShardError(
+            f"{out} holds shards of an unknown run; pass --overwrite to replace them or choose another --out"
+        )
+    state.mkdir(exist_ok=True)
+    _remove_temps(out)  # left by a killed run
+    _write_json(recorded, fingerprint)
+
+
+def _remove_temps(out: Path) -> None:
+    for tmp in [*out.glob(".*.tmp"), *(out / STATE_DIR).glob(".*.tmp")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _is_done(out: Path, name: str) -> bool:
+    marker = out / STATE_DIR / f"{name}.json"
+    if not marker.is_file():
+        return False
+    written = json.loads(marker.read_text())["samples"] > 0
+    return not written or ((out / f"{name}.tar").is_file() and (out / f"{name}.idx").is_file())
+
+
+def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(write_shard, jobs)
+        return
+    try:
+        with Pool(min(workers, len(jobs)), initializer=_ignore_sigint) as pool:
+            yield from pool.imap_unordered(write_shard, jobs)
+    finally:  # a failing or interrupted run terminates workers mid-shard
+        _remove_temps(jobs[0].settings.out)
+
+
+def _ignore_sigint() -> None:
+    """Ctrl-C is the parent's to handle: it terminates the pool, no traceback from every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
+    """Plan every split, write the shards not yet done, then summarise into ``manifest.json``."""
+    lut = None if args.class_map is None else _class_lut(load_class_map(args.class_map))
+    settings = Settings(dataset, layout, args.out, args.short_side, lut, args.strict)
+    plans, problems = {}, {}
+    for split in args.splits:
+        sources, problems[split] = find_sources(dataset, layout, split)
+        if problems[split] and args.strict:
+            raise problems[split][0]
+        if not sources:
+            raise ShardError(f"{dataset}: no usable {split} photos")
+        plans[split] = {
+            f"{split}-{i:06d}": tuple(chunk)
+            for i, chunk in enumerate(
+                plan_split(sources, split, args.seed, args.limit, args.samples_per_shard)
+            )
+        }
+
+    options = {
+        "layout": layout,
+        "splits": list(args.splits),
+        "class_map_sha256": None if lut is None else hashlib.sha256(lut.tobytes()).hexdigest(),
+        "short_side": args.short_side,
+        "samples_per_shard": args.samples_per_shard,
+        "limit": args.limit,
+        "seed": args.seed,
+    }
+    planned = "".join(
+        f"{name} {s.key} {s.photo.relative_to(dataset).as_posix()}\n"
+        for shards in plans.values()
+        for name, sources in shards.items()
+        for s in sources
+    )
+    inputs_sha256 = hashlib.sha256(planned.encode()).hexdigest()
+    _prepare_out(
+        args.out, {"format": FORMAT, "options": options, "inputs_sha256": inputs_sha256}, args.overwrite
+    )
+
+    jobs = [
+        ShardJob(settings, name, sources)
+        for shards in plans.values()
+        for name, sources in shards.items()
+        if not _is_done(args.out, name)
+    ]
+    with tqdm(total=sum(len(job.sources) for job in jobs), unit="img", disable=None, desc="sharding") as bar:
+        for _, handled in _run_jobs(jobs, args.workers):
+            bar.update(handled)
+
+    manifest = {
+        "format": FORMAT,
+        "options": options,
+        "source": {"dataset": str(dataset), "layout": layout},
+        "splits": {split: _split_summary(args.out, list(plans[split]), problems[split]) for split in plans},
+    }
+    _write_json(args.out / MANIFEST, manifest)
+    _report(manifest, args.out)
+    return 0
+
+
+def _class_lut(mapping: dict[int, int]) -> np.ndarray:
+    """Lookup table over every possible full-ADE20K id; unmapped ids give 0 (unlabeled)."""
+    lut = np.zeros(_FULL_ID_COUNT, dtype=np.uint8)
+    lut[list(mapping)] = list(mapping.values())
+    return lut
+
+
+def _split_summary(out: Path, names: list[str], problems: list[BadInput]) -> dict:
+    """Manifest entry of one split, from the done markers of its shards."""
+    markers = {name: json.loads((out / STATE_DIR / f"{name}.json").read_text()) for name in names}
+    written = {name: marker["samples"] for name, marker in markers.items() if marker["samples"]}
+    return {
+        "shards": [f"{name}.tar" for name in written],
+        "shard_samples": list(written.values()),
+        "samples": sum(written.values()),
+        "class_pixels": np.sum([m["class_pixels"] for m in markers.values()], axis=0).tolist(),
+        "skipped": [p.record() for p in problems] + [s for m in markers.values() for s in m["skipped"]],
+    }
+
+
+def _report(manifest: dict, out: Path) -> None:
+    """Each skipped input on stderr, then one summary line per split and one in all."""
+    for split, summary in manifest["splits"].items():
+        for item in summary["skipped"]:
+            print(f"cyclegan-shard: skipped {item['path']}: {item['reason']}", file=sys.stderr)
+        print(
+            f"{split}: written {summary['samples']} in {len(summary['shards'])} shards, "
+            f"skipped {len(summary['skipped'])}"
+        )
+    written = sum(s["samples"] for s in manifest["splits"].values())
+    skipped = sum(len(s["skipped"]) for s in manifest["splits"].values())
+    print(f"written {written}, skipped {skipped}; manifest: {out / MANIFEST}")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _splits(text: str) -> tuple[str, ...]:
+    splits = tuple(s.strip() for s in text.split(","))
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or len(set(splits)) != len(splits):
+        raise argparse.ArgumentTypeError(f"expected distinct splits from {','.join(SPLITS)}, got {text!r}")
+    return splits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cyclegan-shard",
+        description="Turn ADE20K into pre-shuffled WebDataset shards, DALI indexes and a manifest.",
+    )
+    add = parser.add_argument
+    add("--root", type=Path, required=True, metavar="DIR", help="dataset folder, or the folder holding it")
+    add("--out", type=Path, required=True, metavar="DIR", help="output folder for shards and manifest.json")
+    add("--layout", choices=("auto", *LAYOUTS), default="auto", help="ADE20K release layout (default: auto)")
+    add("--splits", type=_splits, default=",".join(SPLITS), help="comma-separated (default: %(default)s)")
+    add(
+        "--class-map",
+        type=Path,
+        metavar="FILE",
+        help="full layout: JSON/CSV map of full class ids to the 150",
+    )
+    add("--short-side", type=_positive, metavar="N", help="resize to N px on the short side (default: keep)")
+    add(
+        "--samples-per-shard",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="samples per tar shard (default: %(default)s)",
+    )
+    add("--limit", type=_positive, metavar="N", help="shard only the first N shuffled inputs per split")
+    add("--seed", type=int, default=0, metavar="S", help="shuffle seed (default: %(default)s)")
+    add(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes (default: %(default)s, the CPU count)",
+    )
+    add("--strict", action="store_true", help="stop at the first bad input with exit code 1")
+    add("--overwrite", action="store_true", help="replace an output made with other options or inputs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``cyclegan-shard``: 0 when done, 1 on a bad input (--strict) or dataset/output problem, 2 on usage."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such folder")
+    if args.class_map is not None and not args.class_map.is_file():
+        parser.error(f"--class-map {args.class_map}: no such file")
+    args.root, args.out = args.root.resolve(), args.out.resolve()
+    try:
+        layout, dataset = detect_layout(args.root, args.layout)
+        if layout == "full" and args.class_map is None:
+            parser.error(_MISSING_CLASS_MAP)
+        if layout != "full" and args.class_map is not None:
+            parser.error(f"--class-map applies to the full layout only, found {layout} at {dataset}")
+        print(f"cyclegan-shard: {layout} layout at {dataset}")
+        return shard(args, dataset, layout)
+    except (ShardError, BadInput) as exc:
+        print(f"cyclegan-shard: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cyclegan-shard: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

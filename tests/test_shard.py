@@ -1,0 +1,409 @@
+"""cyclegan-shard: both layouts, sample round trip, bad inputs, determinism, resume, DALI index."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image, ImageOps
+
+from cyclegan.data import shard as shard_module
+from cyclegan.data.shard import main
+from cyclegan.data.synthetic import CLASS_MAP_FILE, FULL_IDS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(root: Path, out: Path, *extra: str) -> int:
+    return main(["--root", str(root), "--out", str(out), "--workers", "1", *extra])
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def read_split(out: Path, split: str) -> list[dict]:
+    """Samples of a split in shard order, read back with the webdataset library."""
+    urls = [str(out / name) for name in manifest(out)["splits"][split]["shards"]]
+    return list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+
+
+def image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def annotation_of(dataset: Path, split: str, key: str) -> Path:
+    return dataset / "annotations" / split / f"{key}.png"
+
+
+def test_scene_parsing_round_trip(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    assert run(scene_parsing_dataset, tmp_path, "--samples-per-shard", "4") == 0
+    info = manifest(tmp_path)
+    for split, count in (("training", 10), ("validation", 3)):
+        summary = info["splits"][split]
+        assert summary["samples"] == count and summary["skipped"] == []
+        assert sum(summary["shard_samples"]) == count
+        for name in summary["shards"]:
+            assert (tmp_path / name).is_file() and (tmp_path / name.replace(".tar", ".idx")).is_file()
+        samples = read_split(tmp_path, split)
+        keys = [s["__key__"] for s in samples]
+        assert len(keys) == count and keys != sorted(keys), "samples are shuffled across shards"
+        pixels = np.zeros(151, dtype=np.int64)
+        for sample in samples:
+            assert set(sample) >= {"jpg", "label.png", "json"} and "." not in sample["__key__"]
+            meta = json.loads(sample["json"])
+            source = scene_parsing_dataset / meta["photo"]
+            photo, label = image(sample["jpg"]), image(sample["label.png"])
+            assert (photo.format, photo.mode, label.mode) == ("JPEG", "RGB", "L")
+            expected = np.asarray(Image.open(annotation_of(scene_parsing_dataset, split, meta["key"])))
+            np.testing.assert_array_equal(np.asarray(label), expected)
+            assert photo.size == label.size == tuple(meta["size"]) == tuple(meta["original_size"])
+            assert meta["scene"] in {"street", "lake_natural", "field_wild"}
+            if Image.open(source).mode == "RGB":
+                assert sample["jpg"] == source.read_bytes(), "unchanged photos keep their bytes"
+            else:  # grayscale photos are converted
+                gray = np.asarray(Image.open(source), dtype=float)
+                assert np.abs(np.asarray(photo.convert("L"), dtype=float) - gray).mean() < 3
+            pixels += np.bincount(expected.ravel(), minlength=151)
+        assert summary["class_pixels"] == pixels.tolist()
+
+
+def test_full_layout_matches_scene_parsing(
+    scene_parsing_dataset: Path, full_dataset: Path, tmp_path: Path
+) -> None:
+    """Same scenes in both layouts: the class map turns R/10*256+G back into the 150-class labels."""
+    class_map = full_dataset / CLASS_MAP_FILE
+    assert run(full_dataset, tmp_path / "full", "--class-map", str(class_map)) == 0
+    assert run(scene_parsing_dataset, tmp_path / "sp") == 0
+    full = {s["__key__"]: s for s in read_split(tmp_path / "full", "training")}
+    reference = {s["__key__"]: s for s in read_split(tmp_path / "sp", "training")}
+    assert full.keys() == reference.keys()
+    for key, sample in full.items():
+        assert sample["label.png"] == reference[key]["label.png"]
+        assert sample["jpg"] == reference[key]["jpg"]
+        meta = json.loads(sample["json"])
+        assert meta["annotation"].endswith(f"{key}_seg.png") and meta["scene"] in {
+            "street",
+            "lake_natural",
+            "field_wild",
+        }
+    labels = np.concatenate([np.asarray(image(s["label.png"])).ravel() for s in full.values()])
+    assert 0 in labels, "the unmapped traffic cone becomes 0"
+
+    # The same map as CSV with a header gives the same shards.
+    csv_map = tmp_path / "map.csv"
+    csv_map.write_text("full_id,ade150_id\n" + "".join(f"{full},{ade}\n" for ade, full in FULL_IDS.items()))
+    assert run(full_dataset, tmp_path / "csv", "--class-map", str(csv_map)) == 0
+    assert output_files(tmp_path / "csv") == output_files(tmp_path / "full")
+
+
+def test_layout_detection(scene_parsing_dataset: Path, full_dataset: Path, tmp_path: Path, capsys) -> None:
+    assert run(full_dataset.parent, tmp_path / "a", "--class-map", str(full_dataset / CLASS_MAP_FILE)) == 0
+    assert f"full layout at {full_dataset}" in capsys.readouterr().out
+
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # full layout, no class map: usage error saying what is needed
+        run(full_dataset, tmp_path / "b")
+    assert exit_info.value.code == 2
+    assert "--class-map" in (err := capsys.readouterr().err) and "objects.txt" in err
+
+    both = tmp_path / "both"
+    shutil.copytree(scene_parsing_dataset, both / scene_parsing_dataset.name)
+    shutil.copytree(full_dataset, both / full_dataset.name)
+    assert run(both, tmp_path / "c") == 1
+    assert "pick one" in capsys.readouterr().err
+    assert run(both, tmp_path / "d", "--layout", "scene-parsing") == 0
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty", tmp_path / "e") == 1
+    assert "no ADE20K layout found" in capsys.readouterr().err
+
+
+def test_class_map_validation(full_dataset: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "map.json"
+    bad.write_text(json.dumps({"1046": 200}))
+    assert run(full_dataset, tmp_path / "out", "--class-map", str(bad)) == 1
+    assert "out of range" in capsys.readouterr().err
+    bad.write_text("[1, 2]")
+    assert run(full_dataset, tmp_path / "out", "--class-map", str(bad)) == 1
+    assert "not a class map" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--samples-per-shard", "0"],
+        ["--workers", "-1"],
+        ["--short-side", "big"],
+        ["--splits", "training,train"],
+        ["--layout", "coco"],
+        ["--class-map", "/nonexistent.json"],
+    ],
+)
+def test_invalid_arguments(scene_parsing_dataset: Path, tmp_path: Path, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(scene_parsing_dataset, tmp_path, *argv)
+    assert exit_info.value.code == 2
+
+
+def test_missing_root_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path / "nowhere", tmp_path / "out")
+    assert exit_info.value.code == 2
+
+
+def test_short_side_resizes_photo_and_label(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    assert run(scene_parsing_dataset, tmp_path, "--short-side", "40", "--splits", "validation") == 0
+    for sample in read_split(tmp_path, "validation"):
+        meta = json.loads(sample["json"])
+        photo, label = image(sample["jpg"]), image(sample["label.png"])
+        assert photo.size == label.size == tuple(meta["size"]) and min(photo.size) == 40
+        assert meta["size"] != meta["original_size"]
+        original = np.asarray(Image.open(annotation_of(scene_parsing_dataset, "validation", meta["key"])))
+        assert set(np.unique(label)) <= set(np.unique(original)), "nearest neighbour makes no new classes"
+
+
+def test_limit_takes_the_first_shuffled(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    assert run(scene_parsing_dataset, tmp_path / "all", "--seed", "3") == 0
+    assert run(scene_parsing_dataset, tmp_path / "few", "--seed", "3", "--limit", "4") == 0
+    info = manifest(tmp_path / "few")
+    assert (info["splits"]["training"]["samples"], info["splits"]["validation"]["samples"]) == (4, 3)
+    first = [s["__key__"] for s in read_split(tmp_path / "all", "training")][:4]
+    assert [s["__key__"] for s in read_split(tmp_path / "few", "training")] == first
+
+
+def test_same_bytes_whatever_the_worker_count(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    common = ["--root", str(scene_parsing_dataset), "--samples-per-shard", "3", "--short-side", "32"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert output_files(tmp_path / "one") == output_files(tmp_path / "two")
+    assert run(scene_parsing_dataset, tmp_path / "seeded", "--samples-per-shard", "3", "--seed", "1") == 0
+    keys = [[s["__key__"] for s in read_split(tmp_path / out, "training")] for out in ("seeded", "one")]
+    assert keys[0] != keys[1]
+
+
+def test_exif_orientation_applied_to_photo_and_label(tmp_path: Path) -> None:
+    dataset = tmp_path / "ADEChallengeData2016"
+    for split in ("training", "validation"):
+        (dataset / "images" / split).mkdir(parents=True)
+        (dataset / "annotations" / split).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 60), dtype=np.uint8)
+    labels[:10, :20] = 3  # an asymmetric mark shows any rotation
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    for split, key in (("training", "ADE_train_00000001"), ("validation", "ADE_val_00000001")):
+        photo = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+        photo.save(dataset / "images" / split / f"{key}.jpg", exif=exif)
+        Image.fromarray(labels).save(annotation_of(dataset, split, key))
+    assert run(dataset, tmp_path / "out") == 0
+    (sample,) = read_split(tmp_path / "out", "training")
+    photo, label = image(sample["jpg"]), image(sample["label.png"])
+    upright = ImageOps.exif_transpose(Image.open(dataset / "images" / "training" / "ADE_train_00000001.jpg"))
+    assert photo.size == label.size == upright.size == (40, 60)
+    assert 0x0112 not in photo.getexif(), "no orientation tag left for a decoder to apply twice"
+    assert np.abs(np.asarray(photo, dtype=float) - np.asarray(upright, dtype=float)).mean() < 8
+    np.testing.assert_array_equal(
+        label, np.asarray(Image.fromarray(labels).transpose(Image.Transpose.ROTATE_270))
+    )
+
+
+def test_conversions_and_keys(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    """CMYK and PNG-behind-.jpg photos are re-encoded as RGB JPEG; dots leave keys."""
+    dataset = shutil.copytree(scene_parsing_dataset, tmp_path / "data")
+    photos = dataset / "images" / "training"
+    rgb = Image.open(photos / "ADE_train_00000001.jpg").convert("RGB")
+    rgb.convert("CMYK").save(photos / "ADE_train_00000001.jpg", "JPEG")
+    Image.open(photos / "ADE_train_00000002.jpg").save(photos / "ADE_train_00000002.jpg", "PNG")
+    (photos / "ADE_train_00000003.jpg").rename(photos / "ADE_train.v2_00000003.jpg")
+    annotation_of(dataset, "training", "ADE_train_00000003").rename(
+        annotation_of(dataset, "training", "ADE_train.v2_00000003")
+    )
+    assert run(dataset, tmp_path / "out", "--splits", "training") == 0
+    samples = {s["__key__"]: s for s in read_split(tmp_path / "out", "training")}
+    assert len(samples) == 10 and "ADE_train_v2_00000003" in samples
+    for key in ("ADE_train_00000001", "ADE_train_00000002"):
+        photo = image(samples[key]["jpg"])
+        assert (photo.format, photo.mode) == ("JPEG", "RGB")
+    cmyk_back = np.asarray(image(samples["ADE_train_00000001"]["jpg"]), dtype=float)
+    assert np.abs(cmyk_back - np.asarray(rgb, dtype=float)).mean() < 10
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _resize(path: Path) -> None:
+    Image.open(path).resize((20, 20), Image.Resampling.NEAREST).save(path)
+
+
+def _out_of_range(path: Path) -> None:
+    labels = np.asarray(Image.open(path)).copy()
+    labels[0, 0] = 200
+    Image.fromarray(labels).save(path)
+
+
+# (file relative to images/training or annotations/training, how to break it, reason in the manifest)
+BAD_INPUTS = {
+    "truncated": ("images/training/ADE_train_00000001.jpg", _truncate, "truncated or corrupt photo"),
+    "empty": ("images/training/ADE_train_00000002.jpg", lambda p: p.write_bytes(b""), "empty photo file"),
+    "not-image": ("images/training/ADE_train_00000003.jpg", lambda p: p.write_text("hello"), "not an image"),
+    "no-annotation": ("images/training/ADE_train_00000005.jpg", None, "missing annotation"),
+    "size": ("annotations/training/ADE_train_00000006.png", _resize, "differs from photo size"),
+    "range": ("annotations/training/ADE_train_00000007.png", _out_of_range, "label value 200 > 150"),
+}
+
+
+def _break(dataset: Path, case: str) -> Path:
+    relative, damage, _ = BAD_INPUTS[case]
+    path = dataset / relative
+    if damage is None:
+        annotation_of(dataset, "training", path.stem).unlink()
+    else:
+        damage(path)
+    return path
+
+
+def test_bad_inputs_are_skipped_and_listed(scene_parsing_dataset: Path, tmp_path: Path, capsys) -> None:
+    dataset = shutil.copytree(scene_parsing_dataset, tmp_path / "data")
+    broken = {case: _break(dataset, case) for case in BAD_INPUTS}
+    assert run(dataset, tmp_path / "out", "--samples-per-shard", "1") == 0
+    summary = manifest(tmp_path / "out")["splits"]["training"]
+    reasons = {item["path"]: item["reason"] for item in summary["skipped"]}
+    assert reasons.keys() == {str(path) for path in broken.values()}
+    for case, path in broken.items():
+        assert BAD_INPUTS[case][2] in reasons[str(path)]
+    assert summary["samples"] == 4 and len(summary["shards"]) == 4, "shards left empty are not written"
+    assert sorted(p.name for p in (tmp_path / "out").glob("training-*.tar")) == sorted(summary["shards"])
+    assert len(read_split(tmp_path / "out", "training")) == 4
+    output = capsys.readouterr()
+    assert "written 7, skipped 6" in output.out
+    assert output.err.count("cyclegan-shard: skipped ") == 6
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_strict_stops_at_a_bad_input(scene_parsing_dataset: Path, tmp_path: Path, capsys, case: str) -> None:
+    dataset = shutil.copytree(scene_parsing_dataset, tmp_path / "data")
+    path = _break(dataset, case)
+    assert run(dataset, tmp_path / "out", "--strict", "--samples-per-shard", "2") == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("cyclegan-shard: error: ") and BAD_INPUTS[case][2] in line
+    assert str(path) in line
+    assert not list((tmp_path / "out").glob(".*.tmp")), "no temporary file left behind"
+
+
+def test_unreadable_seg_png_is_skipped(full_dataset: Path, tmp_path: Path) -> None:
+    dataset = shutil.copytree(full_dataset, tmp_path / "data")
+    seg = next((dataset / "images" / "ADE" / "training").rglob("*_seg.png"))
+    seg.write_bytes(seg.read_bytes()[:100])
+    assert run(dataset, tmp_path / "out", "--class-map", str(dataset / CLASS_MAP_FILE)) == 0
+    (item,) = manifest(tmp_path / "out")["splits"]["training"]["skipped"]
+    assert item["path"] == str(seg) and "annotation" in item["reason"]
+
+
+def test_resume_after_interruption(scene_parsing_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    args = ("--samples-per-shard", "2")
+    assert run(scene_parsing_dataset, tmp_path / "clean", *args) == 0
+
+    encode, calls = shard_module.encode_sample, []
+
+    def interrupt_inside_third_shard(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:  # shards of 2: one sample into the third
+            raise KeyboardInterrupt
+        return encode(*a, **k)
+
+    monkeypatch.setattr(shard_module, "encode_sample", interrupt_inside_third_shard)
+    out = tmp_path / "out"
+    assert run(scene_parsing_dataset, out, *args) == 130
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.glob("*.tar")) == ["training-000000.tar", "training-000001.tar"]
+    assert not (out / "manifest.json").exists() and not list(out.glob(".*.tmp"))
+    (out / ".training-000002.tar.tmp").write_bytes(b"half a shard from a killed run")
+    kept = (out / "training-000000.tar").stat().st_ino
+
+    assert run(scene_parsing_dataset, out, *args) == 0
+    assert (out / "training-000000.tar").stat().st_ino == kept, "finished shards are not rewritten"
+    assert output_files(out) == output_files(tmp_path / "clean")
+    assert run(scene_parsing_dataset, out, *args) == 0, "a finished output re-runs as a no-op"
+    assert (out / "training-000000.tar").stat().st_ino == kept
+
+
+def test_refuses_to_mix_options(scene_parsing_dataset: Path, tmp_path: Path, capsys) -> None:
+    assert run(scene_parsing_dataset, tmp_path, "--seed", "0") == 0
+    capsys.readouterr()
+    assert run(scene_parsing_dataset, tmp_path, "--seed", "1", "--short-side", "32") == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "seed, short_side" in line and "--overwrite" in line
+    assert run(scene_parsing_dataset, tmp_path, "--seed", "1", "--overwrite") == 0
+    assert manifest(tmp_path)["options"]["seed"] == 1
+
+
+def test_index_matches_wds2idx(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    tool = shutil.which("wds2idx") or shutil.which("wds2idx", path=str(Path(sys.executable).parent))
+    if tool is None:
+        pytest.skip("DALI's wds2idx is not installed")
+    assert run(scene_parsing_dataset, tmp_path, "--samples-per-shard", "4", "--short-side", "32") == 0
+    for tar in sorted(tmp_path.glob("*.tar")):
+        theirs = tmp_path / "theirs.idx"
+        subprocess.run([tool, str(tar), str(theirs)], check=True, capture_output=True)
+        assert tar.with_suffix(".idx").read_text() == theirs.read_text()
+
+
+def test_dali_reads_the_shards(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    dali = pytest.importorskip("nvidia.dali")
+    assert run(scene_parsing_dataset, tmp_path, "--samples-per-shard", "4") == 0
+    tars = [str(tmp_path / name) for name in manifest(tmp_path)["splits"]["training"]["shards"]]
+
+    @dali.pipeline_def(batch_size=10, num_threads=1, device_id=None)
+    def pipeline():
+        jpg, label = dali.fn.readers.webdataset(
+            paths=tars,
+            index_paths=[t.replace(".tar", ".idx") for t in tars],
+            ext=["jpg", "label.png"],
+            missing_component_behavior="error",
+            name="reader",
+        )
+        return (
+            dali.fn.decoders.image(jpg, output_type=dali.types.RGB),
+            dali.fn.decoders.image(label, output_type=dali.types.GRAY),
+        )
+
+    pipe = pipeline()
+    pipe.build()
+    assert pipe.epoch_size("reader") == 10
+    photos, labels = pipe.run()
+    for i in range(10):
+        assert photos.at(i).shape[:2] == labels.at(i).shape[:2]
+
+
+def test_module_cli_one_line_error(scene_parsing_dataset: Path, tmp_path: Path) -> None:
+    dataset = shutil.copytree(scene_parsing_dataset, tmp_path / "data")
+    path = _break(dataset, "truncated")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "cyclegan.data.shard",
+        "--root",
+        str(dataset),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    result = subprocess.run([*command, "--strict", "--workers", "2"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"cyclegan-shard: error: {path}: truncated or corrupt photo")
+    assert not list((tmp_path / "out").glob(".*.tmp")), "terminated workers leave no temporary file"
