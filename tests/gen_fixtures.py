@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,11 @@ def two_colour_generator(high: tuple[int, int, int], low: tuple[int, int, int], 
 
 def colour(class_id: int) -> tuple[int, int, int]:
     return tuple(TRAIN_PALETTE[class_id].tolist())
+
+
+def export_generators(directory: Path) -> tuple[Path, Path]:
+    """(real2seg, seg2real) files of the two hand-built generators, as training exports them."""
+    return export_real2seg(directory / "real2seg_gen_3.pt"), export_seg2real(directory / "seg2real_gen_3.pt")
 
 
 def export_real2seg(path: Path) -> Path:
@@ -124,3 +130,20 @@ def write_shards(directory: Path, samples: list[tuple[np.ndarray, np.ndarray]], 
                 )
     last = max(len(samples) - 1, 0) // per_shard
     return str(directory / f"validation-{{000000..{last:06d}}}.tar")
+
+
+class Evil:
+    """Unpickling this creates ``marker``: proof that a loader ran pickled code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_evil_pickle(path: Path, marker: Path) -> Path:
+    """A pickle (not a torch zip file) whose loading with full unpickling creates ``marker``."""
+    with open(path, "wb") as f:
+        pickle.dump({"format": "cyclegan-ade20k/1", "payload": Evil(str(marker))}, f)
+    return path

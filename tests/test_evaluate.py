@@ -1,6 +1,5 @@
 import json
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -11,11 +10,11 @@ from gen_fixtures import (
     LOW_CLASS,
     block_labels,
     colour,
-    export_real2seg,
-    export_seg2real,
+    export_generators,
     photo_for,
     predicted_for,
     two_colour_generator,
+    write_evil_pickle,
     write_shards,
 )
 from PIL import Image
@@ -142,8 +141,7 @@ def test_predictions_are_mapped_to_the_label_size():
 
 @pytest.fixture(scope="module")
 def generators(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gens")
-    return export_real2seg(d / "real2seg_gen_3.pt"), export_seg2real(d / "seg2real_gen_3.pt")
+    return export_generators(tmp_path_factory.mktemp("gens"))
 
 
 SIZES = [(48, 64), (32, 32), (30, 42), (64, 40), (40, 56)]
@@ -250,19 +248,9 @@ def test_fid_without_weights_says_how_to_get_them(generators, tmp_path, capsys):
     assert INCEPTION_FILE in err and "--inception-weights" in err and "https://" in err
 
 
-class Evil:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_bad_inception_files_are_refused(tmp_path):
-    evil = tmp_path / "evil.pth"
-    with open(evil, "wb") as f:
-        pickle.dump({"fc.weight": Evil(str(tmp_path / "pwned"))}, f)
+    evil = write_evil_pickle(tmp_path / "evil.pth", tmp_path / "pwned")
     with pytest.raises(CheckpointError, match="evil.pth: refused"):
         evaluate.load_fid(evil, "cpu")
     assert not (tmp_path / "pwned").exists()

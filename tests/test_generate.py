@@ -1,5 +1,4 @@
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +10,10 @@ from gen_fixtures import (
     HIGH_CLASS,
     LOW_CLASS,
     block_labels,
-    export_real2seg,
-    export_seg2real,
+    export_generators,
     photo_for,
     predicted_for,
+    write_evil_pickle,
 )
 from PIL import Image
 
@@ -28,8 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def generators(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gens")
-    return export_real2seg(d / "real2seg_gen_3.pt"), export_seg2real(d / "seg2real_gen_3.pt")
+    return export_generators(tmp_path_factory.mktemp("gens"))
 
 
 def save(array: np.ndarray, path: Path, mode: str | None = None) -> Path:
@@ -129,14 +127,6 @@ def test_translate_pads_to_multiples_of_4():
     assert seen == [(32, 44)]
 
 
-class Evil:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def bad_case(name: str, tmp_path: Path, generators: tuple[Path, Path]) -> tuple[list, Path]:
     """(extra CLI args, the file the error must name) for one kind of bad input."""
     photo = save(photo_for(block_labels(32, 32, seed=3)), tmp_path / "photo.png")
@@ -170,9 +160,7 @@ def bad_case(name: str, tmp_path: Path, generators: tuple[Path, Path]) -> tuple[
         state = save_state({"models": {}, "step": 1}, tmp_path / "checkpoints", step=1, keep=1)
         return ["--input", photo, "--generator", state], state
     if name == "pickle":
-        evil = tmp_path / "evil.pt"
-        with open(evil, "wb") as f:
-            pickle.dump({"format": "cyclegan-ade20k/1", "x": Evil(str(tmp_path / "pwned"))}, f)
+        evil = write_evil_pickle(tmp_path / "evil.pt", tmp_path / "pwned")
         return ["--input", photo, "--generator", evil], evil
     raise AssertionError(name)
 
