@@ -1,0 +1,338 @@
+"""Score exported generators on ADE20K shards: segmentation scores for photo -> seg, FID for seg -> photo.
+
+    cyclegan-eval --generator runs/ade20k/real2seg_gen_200.pt \\
+        --shards 'data/shards/validation-{000000..000003}.tar' --json report.json
+    cyclegan-eval --generator runs/ade20k/seg2real_gen_200.pt \\
+        --shards 'data/shards/validation-{000000..000003}.tar' \\
+        --inception-weights weights/weights-inception-2015-12-05-6726825d.pth --limit 500
+
+photo -> seg (the "FCN-score" columns of the CycleGAN paper, with the shard labels as
+ground truth): per-pixel accuracy, mean class accuracy and mean IoU over the 150 classes.
+Pixels labelled 0 (unlabeled) are ignored; a prediction of 0 (black) on a labelled pixel
+counts as wrong. Class means average over the classes present in the ground truth only
+(their number is reported); per-class IoU is NaN (null in JSON) for the others.
+
+seg -> photo: FID between the generator's photos, translated from the label maps drawn in
+the training palette, and the real photos, with the Inception network of the original FID
+(TF 2015-12-05 weights) read from a local file.
+
+Images are evaluated at full resolution, one per batch, padded to multiples of 4.
+The same functions run inside training: ``evaluate_segmentation(generator, batches,
+device)`` and ``evaluate_fid(generator, batches, device, load_fid(path, device))`` take the
+training loader's batches (``photo``, ``seg``, ``label``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tarfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from PIL import Image
+from torch import nn
+
+from cyclegan.checkpoint import CheckpointError, _load_trusted, load_network
+from cyclegan.generate import InputError, from_uint8, pick_device, to_uint8, translate
+from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, ids_to_seg, seg_to_ids
+
+if TYPE_CHECKING:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+PROG = "cyclegan-eval"
+NUM_IDS = NUM_CLASSES + 1  # ids 0..150; 0 is the ignore index
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+PYTORCH_FID_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_HELP = (
+    f"scored by FID, which needs the Inception weights of the original FID: download {INCEPTION_FILE} "
+    f"from {INCEPTION_URL} (torch-fidelity's copy; pytorch-fid's {PYTORCH_FID_URL} holds the same network) "
+    "and pass its path with --inception-weights"
+)
+
+
+# --- segmentation scores -------------------------------------------------------------------------
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(151, 151) int64 counts, rows = ground-truth id, columns = predicted id, on the inputs' device.
+
+    Pixels whose ground truth is the ignore index (0) are dropped, so row 0 stays empty;
+    column 0 counts labelled pixels predicted as unlabeled. One ``bincount``, no host sync
+    beyond the range check.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(target.shape)} differ in shape")
+    keep = target != IGNORE_INDEX
+    target, pred = target[keep].long(), pred[keep].long()
+    if target.numel():
+        low, high = torch.cat([target, pred]).aminmax()
+        if low < 0 or high > NUM_CLASSES:
+            raise ValueError(f"class ids must lie in 0..{NUM_CLASSES}, got {low.item()}..{high.item()}")
+    return torch.bincount(target * NUM_IDS + pred, minlength=NUM_IDS * NUM_IDS).reshape(NUM_IDS, NUM_IDS)
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict[str, Any]:
+    """Pixel accuracy, mean class accuracy and mean IoU from a ``confusion_matrix`` sum.
+
+    Means are over the classes present in the ground truth (the FCN-score convention), so
+    a class absent from the ground truth neither adds an IoU of 0 nor is averaged in;
+    predicting it still costs the true class its pixels. Lists are indexed by class id - 1.
+    """
+    counts = confusion.detach().double().cpu()[1:]  # ground-truth classes 1..150 x predicted ids 0..150
+    hits = counts[:, 1:].diagonal()
+    gt_pixels = counts.sum(1)
+    union = gt_pixels + counts[:, 1:].sum(0) - hits
+    present = gt_pixels > 0
+    nan = torch.full_like(hits, math.nan)
+    class_acc = torch.where(present, hits / gt_pixels, nan)
+    iou = torch.where(present, hits / union, nan)
+    return {
+        "pixel_acc": (hits.sum() / gt_pixels.sum()).item() if present.any() else math.nan,
+        "mean_class_acc": class_acc.nanmean().item(),
+        "mean_iou": iou.nanmean().item(),
+        "classes_present": int(present.sum()),
+        "labelled_pixels": int(gt_pixels.sum()),
+        "per_class_iou": iou.tolist(),
+        "per_class_acc": class_acc.tolist(),
+        "gt_pixels": gt_pixels.long().tolist(),
+    }
+
+
+@contextmanager
+def _inference(generator: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for the duration, then the caller's mode back.
+
+    ``no_grad`` rather than ``inference_mode``: results may be all-reduced in place by the
+    trainer afterwards, which inference tensors forbid.
+    """
+    was_training = generator.training
+    generator.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        generator.train(was_training)
+
+
+def accumulate_confusion(generator: nn.Module, batches: Iterable[dict], device: torch.device | str) -> torch.Tensor:
+    """Sum of ``confusion_matrix`` over photo -> seg translations of all batches, on ``device``.
+
+    Each batch has ``photo`` (B x 3 x H x W in [-1, 1]) and ``label`` (B x H x W ids). Under
+    data parallelism all-reduce (sum) this before ``segmentation_scores``.
+    """
+    total = torch.zeros(NUM_IDS, NUM_IDS, dtype=torch.long, device=device)
+    with _inference(generator):
+        for batch in batches:
+            label = batch["label"].to(device, non_blocking=True)
+            pred = seg_to_ids(translate(generator, batch["photo"].to(device, non_blocking=True)))
+            if pred.shape[-2:] != label.shape[-2:]:
+                pred = F.interpolate(pred[:, None].float(), size=label.shape[-2:], mode="nearest-exact")[:, 0].long()
+            total += confusion_matrix(pred, label)
+    return total
+
+
+def evaluate_segmentation(generator: nn.Module, batches: Iterable[dict], device: torch.device | str) -> dict[str, Any]:
+    """photo -> seg scores of ``generator`` (a real2seg generator) on ``batches``; see ``segmentation_scores``."""
+    return segmentation_scores(accumulate_confusion(generator, batches, device))
+
+
+def tracker_metrics(scores: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
+    """Flat scalars for W&B and the like: the three means plus ``iou/<class>`` per present class."""
+    flat = {f"{prefix}{k}": scores[k] for k in ("pixel_acc", "mean_class_acc", "mean_iou", "classes_present")}
+    for name, iou in zip(CLASS_NAMES, scores["per_class_iou"], strict=True):
+        if not math.isnan(iou):
+            flat[f"{prefix}iou/{name}"] = iou
+    return flat
+
+
+# --- FID -----------------------------------------------------------------------------------------
+
+
+def load_fid(weights_path: str | Path, device: torch.device | str) -> FrechetInceptionDistance:
+    """torchmetrics' FID on the 2048-d pool features of the original FID Inception, from a local file.
+
+    The file is read with ``weights_only=True`` (tensors only) and handed over as an
+    in-memory copy saved from those tensors, because torch-fidelity's own loader may
+    unpickle arbitrary objects. ``antialias=False`` keeps torch-fidelity's TF1-compatible
+    resize, so scores compare with pytorch-fid and the original TTUR code.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    weights_path = Path(weights_path)
+    state = _load_trusted(weights_path, "cpu")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{weights_path}: not a state dict of tensors (expected {INCEPTION_FILE})")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    try:
+        fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=buffer, antialias=False)
+    except RuntimeError as e:  # load_state_dict: missing/unexpected keys or shapes
+        reason = str(e).strip().splitlines()[0][:160]
+        raise CheckpointError(f"{weights_path}: not the FID Inception weights ({reason})") from None
+    return fid.to(device)
+
+
+def evaluate_fid(
+    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, fid: FrechetInceptionDistance
+) -> float:
+    """FID between ``generator(batch["seg"])`` and ``batch["photo"]`` over all batches (resets ``fid`` first).
+
+    ``fid`` comes from ``load_fid``; under data parallelism torchmetrics sums its statistics
+    over processes in ``compute``, so every process must call this.
+    """
+    fid.reset()
+    with _inference(generator):
+        for batch in batches:
+            fake = translate(generator, batch["seg"].to(device, non_blocking=True))
+            fid.update(to_uint8(fake), real=False)
+            fid.update(to_uint8(batch["photo"].to(device, non_blocking=True)), real=True)
+    if fid.real_features_num_samples < 2:
+        raise ValueError(f"FID needs at least 2 images, got {int(fid.real_features_num_samples)}")
+    return fid.compute().item()
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def shard_batches(pattern: str, limit: int | None, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Full-resolution batches of one image from cyclegan-shard tars, in shard order.
+
+    Yields ``photo`` (1 x 3 x H x W in [-1, 1]) and ``label`` (1 x H x W int64), the
+    training batch contract; appends each sample's key to ``keys``.
+    """
+    for sample in wds.WebDataset(pattern, shardshuffle=False, empty_check=False):
+        where = f"{sample['__url__']}: {sample['__key__']}"
+        if "jpg" not in sample or "label.png" not in sample:
+            raise InputError(f"{where}: sample lacks .jpg or .label.png")
+        try:
+            photo = np.array(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
+            label = np.array(Image.open(io.BytesIO(sample["label.png"])))
+        except OSError as e:
+            raise InputError(f"{where}: cannot decode ({e})") from None
+        if label.ndim != 2 or label.max() > NUM_CLASSES:
+            raise InputError(f"{where}: label.png must be one channel of class ids 0..{NUM_CLASSES}")
+        keys.append(sample["__key__"])
+        yield {
+            "photo": from_uint8(torch.from_numpy(photo).permute(2, 0, 1))[None],
+            "label": torch.from_numpy(label.astype(np.int64))[None],
+        }
+        if limit is not None and len(keys) >= limit:
+            return
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Per-class rows for the classes present, then the three means."""
+    lines = [f"{'id':>4}  {'class':<28}{'IoU':>7}{'acc':>7}{'pixels':>12}"]
+    for k, name in enumerate(CLASS_NAMES, start=1):
+        if report["gt_pixels"][k - 1]:
+            iou, acc = report["per_class_iou"][k - 1], report["per_class_acc"][k - 1]
+            lines.append(f"{k:>4}  {name[:27]:<28}{iou:>7.3f}{acc:>7.3f}{report['gt_pixels'][k - 1]:>12}")
+    present = f"(means over the {report['classes_present']}/{NUM_CLASSES} classes present in the ground truth)"
+    lines += [
+        "",
+        f"pixel accuracy       {report['pixel_acc']:.4f}",
+        f"mean class accuracy  {report['mean_class_acc']:.4f}  {present}",
+        f"mean IoU             {report['mean_iou']:.4f}",
+    ]
+    return "\n".join(lines)
+
+
+def without_nan(value: Any) -> Any:
+    """NaN -> None throughout, so the JSON report is strict JSON (null)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [without_nan(v) for v in value]
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--generator", required=True, type=Path, help="real2seg_gen_N.pt or seg2real_gen_N.pt")
+    parser.add_argument("--shards", required=True, help="tar path or brace pattern, e.g. 'DIR/validation-{0..3}.tar'")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--inception-weights", type=Path, help=f"{INCEPTION_FILE} (seg2real only)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the generator on the shards, print the report, optionally save it as JSON."""
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit: must be >= 1, got {args.limit}")
+    device = pick_device(args.device)
+    generator, meta = load_network(args.generator, kind="generator")
+    generator.to(device)
+    fid = None
+    if meta["role"] == "seg2real":
+        if args.inception_weights is None:
+            raise InputError(f"{args.generator}: a seg2real generator is {INCEPTION_HELP}")
+        fid = load_fid(args.inception_weights, device)
+    keys: list[str] = []
+    batches = shard_batches(args.shards, args.limit, keys)
+    try:
+        if fid is None:
+            scores = evaluate_segmentation(generator, batches, device)
+        else:  # the real label maps, drawn in the training palette, are what seg2real translates
+            with_maps = ({**batch, "seg": ids_to_seg(batch["label"])} for batch in batches)
+            scores = {"fid": evaluate_fid(generator, with_maps, device, fid)}
+    except InputError:
+        raise
+    except (OSError, tarfile.TarError) as e:  # webdataset appends the shard's name to the arguments
+        where = getattr(e, "filename", None) or args.shards
+        detail = getattr(e, "strerror", None) or (e.args[0] if e.args else type(e).__name__)
+        raise InputError(f"{where}: cannot read the shards ({detail})") from None
+    except ValueError as e:  # ids out of range, FID of fewer than two images
+        raise InputError(f"{args.shards}: {e}") from None
+    if not keys:
+        raise InputError(f"{args.shards}: no samples in the shards")
+    report = {
+        "generator": str(args.generator),
+        "role": meta["role"],
+        "epoch": meta["epoch"],
+        "shards": args.shards,
+        "images": len(keys),
+        **scores,
+    }
+    print(f"{PROG}: {args.generator} ({meta['role']}, epoch {meta['epoch']}) on {len(keys)} image(s) of {args.shards}")
+    if fid is None:
+        report["class_names"] = list(CLASS_NAMES)
+        print(format_table(report))
+    else:
+        report["inception_weights"] = str(args.inception_weights)
+        print(f"FID {report['fid']:.3f}  (translated vs real photos; biased upward for small image counts)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(without_nan(report), indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns 0, or 2 after a one-line error."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (InputError, CheckpointError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Translate images with an exported generator: photo -> segmentation map, or map -> photo.
+
+The seed's command works as written:
+
+    cyclegan-generate --image_file test.jpg --file_width 256 --file_height 256 --channels 3 \\
+        --dir_to_generator out/real2seg_gen_50.pt --save_directory out/translated
+
+and the same flags have newer names (``--input``, ``--width``, ``--height``, ``--generator``,
+``--output-dir``); inputs can be files, folders or quoted globs, translated in batches on
+the GPU when there is one:
+
+    cyclegan-generate --input photos/ 'more/*.jpg' --generator runs/ade20k/real2seg_gen_200.pt \\
+        --output-dir out/seg --batch-size 16
+    cyclegan-generate --input maps/ --generator runs/ade20k/seg2real_gen_200.pt --output-dir out/photos \\
+        --output-size model
+
+The direction comes from the generator file. Each input is resized to ``--width`` x
+``--height`` (rounded to multiples of 4, which the generator needs) and, with the default
+``--output-size input``, the result is resized back to the input's size.
+
+* photo -> seg writes ``<stem>_seg.png`` (the map in the training palette, so it can be
+  fed back in) and ``<stem>_ids.png`` (8-bit class ids 0..150) side by side.
+* seg -> photo reads a class-id PNG (1 channel, values 0..150) or a coloured map (RGB,
+  each pixel decoded to the nearest training-palette colour) and writes ``<stem>_photo.png``.
+
+Bad input (missing or unreadable file, wrong channel count, a file that is not a
+generator) ends with one line ``cyclegan-generate: error: <file>: <what>`` and exit code 2.
+Files, channels and output names are all checked before anything is written; only pixel
+data that turns out corrupt while decoding stops a run part way. Existing outputs are
+never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from cyclegan.checkpoint import CheckpointError, load_network
+from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, ids_to_seg, rgb_to_ids, seg_to_ids
+
+PROG = "cyclegan-generate"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# Photos: anything colour or grey without alpha; PIL converts these to RGB faithfully.
+PHOTO_MODES = ("RGB", "L", "P", "CMYK", "YCbCr")
+# Segmentation maps: one channel of class ids, or three channels of training colours.
+ID_MODES = ("L", "P", "I", "I;16")
+OUTPUT_SUFFIXES = {"photo": ("_seg.png", "_ids.png"), "seg": ("_photo.png",)}
+
+
+class InputError(ValueError):
+    """An input the user gave that cannot be used, phrased as ``<file>: <what is wrong>``."""
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) -> float in [-1, 1], the generators' domain."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8 images (0..255)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def translate(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Run ``generator`` on images of any size: pad to multiples of 4, crop the result back.
+
+    Edge-replicating a few pixels changes the instance-norm statistics far less than
+    resizing would, and keeps every output pixel aligned with its input pixel (and label).
+    """
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (0, -width % 4, 0, -height % 4), mode="replicate")
+    return generator(padded)[..., :height, :width]
+
+
+def round_to_4(value: int, name: str) -> int:
+    """Model-input side rounded to the nearest multiple of 4 (at least 4), with a note if changed."""
+    rounded = max(4, 4 * round(value / 4))
+    if rounded != value:
+        print(
+            f"{PROG}: note: {name} {value} rounded to {rounded} (the generator needs multiples of 4)", file=sys.stderr
+        )
+    return rounded
+
+
+def find_inputs(specs: list[str]) -> list[Path]:
+    """Files named, image files inside folders named (not recursive), and glob matches, in order."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists() or not glob.has_magic(spec):
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"{spec}: no files match")
+            found += matches
+    if not found:
+        raise InputError(f"{' '.join(specs)}: no image files found")
+    return found
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open (header only) with one-line errors; pixels are decoded later, on ``load()``."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (PIL cannot identify it)") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def check_mode(path: Path, image: Image.Image, domain: str) -> None:
+    """Refuse images whose channels the generator's input domain cannot take."""
+    if image.mode not in (PHOTO_MODES if domain == "photo" else (*ID_MODES, "RGB")):
+        want = (
+            "a photo needs 3 colour channels (or 1 grey channel), without alpha"
+            if domain == "photo"
+            else "a segmentation map is a 1-channel class-id PNG or a 3-channel coloured map"
+        )
+        raise InputError(f"{path}: has {len(image.getbands())} channels ({image.mode}); {want}")
+
+
+def read_input(path: Path, domain: str) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode one checked input -> uint8 RGB photo (3, H, W) or int64 class ids (H, W), and its (W, H)."""
+    with open_image(path) as image:
+        try:
+            array = np.array(image.convert("RGB") if domain == "photo" else image)
+        except (OSError, Image.DecompressionBombError) as e:
+            raise InputError(f"{path}: cannot decode image ({e})") from None
+        size = image.size
+    if domain == "photo":
+        return torch.from_numpy(array).permute(2, 0, 1), size
+    if array.ndim == 3:  # coloured map: nearest training colour, so slightly-off colours still decode
+        return rgb_to_ids(torch.from_numpy(array).permute(2, 0, 1)), size
+    if array.min() < 0 or array.max() > NUM_CLASSES:
+        raise InputError(f"{path}: class ids range over {array.min()}..{array.max()}, expected 0..{NUM_CLASSES}")
+    return torch.from_numpy(array.astype(np.int64)), size
+
+
+def resize(image: torch.Tensor, size: tuple[int, int], ids: bool) -> torch.Tensor:
+    """uint8 (3, H, W) or ids (H, W) to ``size`` = (W, H): nearest for ids, bicubic for pictures."""
+    if tuple(image.shape[-1:-3:-1]) == size:
+        return image
+    array = image.to(torch.uint8).numpy() if ids else image.permute(1, 2, 0).numpy()
+    out = Image.fromarray(array).resize(size, Image.Resampling.NEAREST if ids else Image.Resampling.BICUBIC)
+    out = torch.from_numpy(np.asarray(out).copy())
+    return out.long() if ids else out.permute(2, 0, 1)
+
+
+def model_input(image: torch.Tensor, domain: str, size: tuple[int, int]) -> torch.Tensor:
+    """A decoded input at model size, in [-1, 1]; maps are resized as ids, then coloured."""
+    if domain == "photo":
+        return from_uint8(resize(image, size, ids=False))
+    return ids_to_seg(resize(image, size, ids=True))
+
+
+def output_paths(inputs: list[Path], domain: str, out_dir: Path, overwrite: bool) -> list[tuple[Path, ...]]:
+    """Where each input's results go; refuses collisions and (without ``overwrite``) existing files."""
+    plan = [tuple(out_dir / f"{p.stem}{suffix}" for suffix in OUTPUT_SUFFIXES[domain]) for p in inputs]
+    owner: dict[Path, Path] = {}
+    for source, targets in zip(inputs, plan, strict=True):
+        for target in targets:
+            if target in owner:
+                raise InputError(f"{source}: would write {target.name}, as {owner[target]} does (same file stem)")
+            owner[target] = source
+            if target.exists() and not overwrite:
+                raise InputError(f"{target}: already exists (pass --overwrite to replace it)")
+    return plan
+
+
+def save_outputs(output: torch.Tensor, domain: str, size: tuple[int, int], targets: tuple[Path, ...]) -> None:
+    """Write one result (class ids (H, W) or a uint8 photo (3, H, W), on the CPU) at ``size`` = (W, H)."""
+    if domain == "photo":  # the map was decoded to ids; draw them in the training palette
+        ids = resize(output, size, ids=True)
+        seg_path, ids_path = targets
+        Image.fromarray(TRAIN_PALETTE[ids].numpy()).save(seg_path)
+        Image.fromarray(ids.to(torch.uint8).numpy()).save(ids_path)
+    else:
+        Image.fromarray(resize(output, size, ids=False).permute(1, 2, 0).numpy()).save(targets[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Translate photos to segmentation maps or maps to photos with a *_gen_N.pt file.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--input",
+        "--image_file",
+        dest="input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="image files, folders (their image files) or quoted globs",
+    )
+    parser.add_argument(
+        "--generator",
+        "--dir_to_generator",
+        dest="generator",
+        required=True,
+        type=Path,
+        help="an exported generator, e.g. runs/ade20k/real2seg_gen_200.pt",
+    )
+    parser.add_argument(
+        "--output-dir",
+        "--save_directory",
+        dest="output_dir",
+        required=True,
+        type=Path,
+        help="folder for the results (created if missing)",
+    )
+    parser.add_argument(
+        "--width",
+        "--file_width",
+        dest="width",
+        type=int,
+        default=256,
+        help="model input width; rounded to a multiple of 4 (default 256)",
+    )
+    parser.add_argument(
+        "--height",
+        "--file_height",
+        dest="height",
+        type=int,
+        default=256,
+        help="model input height; rounded to a multiple of 4 (default 256)",
+    )
+    parser.add_argument("--channels", type=int, help="input channels; must match the generator (checked, optional)")
+    parser.add_argument(
+        "--output-size",
+        choices=("input", "model"),
+        default="input",
+        help="input: resize results back to each input's size (default); model: keep width x height",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
+    return parser
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``--device`` as a torch device, the GPU when none is named and one is present."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available here")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every input and output up front, then translate in batches."""
+    device = pick_device(args.device)
+    generator, meta = load_network(args.generator, kind="generator")
+    generator.to(device)
+    in_channels = meta["arch"]["in_channels"]
+    if args.channels is not None and args.channels != in_channels:
+        raise InputError(f"{args.generator}: takes {in_channels}-channel input, but --channels is {args.channels}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.width < 1 or args.height < 1:
+        raise InputError(f"--width/--height: must be >= 1, got {args.width} x {args.height}")
+    model_size = (round_to_4(args.width, "width"), round_to_4(args.height, "height"))
+    domain = meta["input"]
+
+    inputs = find_inputs(args.input)
+    for path in inputs:
+        with open_image(path) as image:
+            check_mode(path, image, domain)
+    jobs = list(zip(inputs, output_paths(inputs, domain, args.output_dir, args.overwrite), strict=True))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    with torch.inference_mode():
+        for start in range(0, len(jobs), args.batch_size):
+            chunk = jobs[start : start + args.batch_size]
+            decoded = [read_input(path, domain) for path, _ in chunk]
+            batch = torch.stack([model_input(image, domain, model_size) for image, _ in decoded]).to(device)
+            results = translate(generator, batch)
+            outputs = (seg_to_ids(results) if domain == "photo" else to_uint8(results)).cpu()
+            for output, (_, size), (_, targets) in zip(outputs, decoded, chunk, strict=True):
+                save_outputs(output, domain, size if args.output_size == "input" else model_size, targets)
+    print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']}, into {args.output_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns 0, or 2 after a one-line error."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (InputError, CheckpointError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
