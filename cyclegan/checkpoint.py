@@ -79,15 +79,14 @@ def export_network(model: nn.Module, role: str, path: str | Path, epoch: int) ->
     )
 
 
-def _load_trusted(path: Path, map_location: str | torch.device) -> Any:
+def load_trusted(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load`` restricted to tensors and plain containers, errors in one line."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused to load, not a plain weights file ({first[:160]})") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused to load: holds pickled objects other than tensors and plain data") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0][:160]})") from None
 
@@ -101,7 +100,7 @@ def load_network(
     epoch, architecture).
     """
     path = Path(path)
-    data = _load_trusted(path, map_location)
+    data = load_trusted(path, map_location)
     wanted = kind or "network"
     if isinstance(data, dict) and data.get("format") == FORMAT and "models" in data:
         raise CheckpointError(f"{path}: is a training-state checkpoint, not an exported {wanted} (use *_gen_N.pt)")
@@ -145,7 +144,7 @@ def list_states(directory: str | Path) -> list[Path]:
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a training-state file; the step is read from its content, never its name."""
     path = Path(path)
-    data = _load_trusted(path, "cpu")
+    data = load_trusted(path, "cpu")
     if not isinstance(data, dict) or data.get("format") != FORMAT or "models" not in data:
         raise CheckpointError(f"{path}: not a training-state checkpoint written by cyclegan-train")
     return data

@@ -42,7 +42,7 @@ import webdataset as wds
 from PIL import Image
 from torch import nn
 
-from cyclegan.checkpoint import CheckpointError, _load_trusted, load_network
+from cyclegan.checkpoint import CheckpointError, load_network, load_trusted
 from cyclegan.generate import InputError, from_uint8, pick_device, to_uint8, translate
 from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, ids_to_seg, seg_to_ids
 
@@ -172,7 +172,7 @@ def load_fid(weights_path: str | Path, device: torch.device | str) -> FrechetInc
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     weights_path = Path(weights_path)
-    state = _load_trusted(weights_path, "cpu")
+    state = load_trusted(weights_path, "cpu")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{weights_path}: not a state dict of tensors (expected {INCEPTION_FILE})")
     buffer = io.BytesIO()
