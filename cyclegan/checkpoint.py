@@ -86,7 +86,7 @@ def load_trusted(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused to load: holds pickled objects other than tensors and plain data") from None
+        raise CheckpointError(f"{path}: refused: holds pickled objects other than tensors and plain data") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0][:160]})") from None
 
