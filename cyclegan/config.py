@@ -96,6 +96,8 @@ class TrainConfig:
     """Steps between metric logs (losses are synced to the host only then)."""
     eval_every: int = 0
     """Epochs between evaluations on the validation split (0: never)."""
+    inception_weights: str = ""
+    """FID Inception weights file; when set, evaluations also report seg -> photo FID."""
     num_samples: int = 4
     """Validation items drawn in each epoch's sample grid."""
     max_steps: int = 0

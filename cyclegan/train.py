@@ -35,6 +35,7 @@ from tqdm import tqdm
 from cyclegan import checkpoint
 from cyclegan.config import Config, ConfigError, load_config, to_dict
 from cyclegan.data import build_loader
+from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
 from cyclegan.losses import CycleGANModels, LossWeights
 from cyclegan.models import Discriminator, Generator
@@ -184,6 +185,21 @@ class Trainer:
                 f"{cfg.data.shards}: split '{cfg.data.train_split}' is too small for "
                 f"{accelerator.num_processes} process(es) x batch {cfg.data.batch_size}"
             )
+        self.val_loader = None
+        self.fid = None
+        if cfg.train.eval_every:
+            # Each process scores its own part of the validation split (centre crops).
+            self.val_loader = build_loader(
+                cfg.data,
+                split=cfg.data.val_split,
+                rank=accelerator.process_index,
+                world_size=accelerator.num_processes,
+                device=accelerator.device,
+                seed=cfg.seed,
+                train=False,
+            )
+            if cfg.train.inception_weights:
+                self.fid = load_fid(cfg.train.inception_weights, accelerator.device)
         self.logger: RunLogger | None = None
         self.samples: dict[str, Any] | None = None
         if accelerator.is_main_process:
@@ -282,7 +298,25 @@ class Trainer:
                 self.raw.seg2real.train()
                 save_grid(sample_grid(views), self.out_dir / "samples" / f"epoch_{number}.png")
                 self.logger.log_samples(views, self.samples, step=self.global_step)
+        if self.val_loader is not None and number % self.cfg.train.eval_every == 0:
+            self.evaluate(number)
         self.save_state()
+
+    def evaluate(self, number: int) -> dict[str, float]:
+        """Validation scores of the current generators (collective: every process calls it)."""
+        confusion = accumulate_confusion(self.raw.real2seg, self.val_loader.epoch(0), self.acc.device)
+        if self.acc.num_processes > 1:
+            confusion = self.acc.reduce(confusion, reduction="sum")
+        metrics = tracker_metrics(segmentation_scores(confusion))
+        if self.fid is not None:
+            metrics["eval/fid"] = evaluate_fid(self.raw.seg2real, self.val_loader.epoch(0), self.acc.device, self.fid)
+        if self.acc.is_main_process:
+            summary = ", ".join(
+                f"{k[5:]}={metrics[k]:.4g}" for k in ("eval/pixel_acc", "eval/mean_iou", "eval/fid") if k in metrics
+            )
+            tqdm.write(f"epoch {number} validation: {summary}")
+            self.logger.log(metrics, step=self.global_step)
+        return metrics
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> str:
