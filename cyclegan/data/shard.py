@@ -211,9 +211,7 @@ def _photos(folder: Path, recursive: bool) -> list[Path]:
         raise ShardError(f"{folder}: no such folder; is every split in --splits in this dataset?")
     listing = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        p
-        for p in listing
-        if p.suffix.lower() in _PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        p for p in listing if p.suffix.lower() in _PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
 
 
@@ -395,9 +393,7 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
                 )
                 class_pixels += counts
         if index_lines:
-            tmp_idx.write_text(
-                f"{IDX_VERSION} {len(index_lines)}\n" + "".join(f"{line}\n" for line in index_lines)
-            )
+            tmp_idx.write_text(f"{IDX_VERSION} {len(index_lines)}\n" + "".join(f"{line}\n" for line in index_lines))
             os.replace(tmp_idx, idx_path)
             os.replace(tmp_tar, tar_path)
     finally:
@@ -500,9 +496,7 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
             raise ShardError(f"{dataset}: no usable {split} photos")
         plans[split] = {
             f"{split}-{i:06d}": tuple(chunk)
-            for i, chunk in enumerate(
-                plan_split(sources, split, args.seed, args.limit, args.samples_per_shard)
-            )
+            for i, chunk in enumerate(plan_split(sources, split, args.seed, args.limit, args.samples_per_shard))
         }
 
     options = {
@@ -521,9 +515,7 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
         for s in sources
     )
     inputs_sha256 = hashlib.sha256(planned.encode()).hexdigest()
-    _prepare_out(
-        args.out, {"format": FORMAT, "options": options, "inputs_sha256": inputs_sha256}, args.overwrite
-    )
+    _prepare_out(args.out, {"format": FORMAT, "options": options, "inputs_sha256": inputs_sha256}, args.overwrite)
 
     jobs = [
         ShardJob(settings, name, sources)

@@ -86,9 +86,7 @@ def make_synthetic_ade20k(
     scene_lines = []
     for split, prefix, count in (("training", "ADE_train", n_train), ("validation", "ADE_val", n_val)):
         for number in range(1, count + 1):
-            height, width = (
-                max(16, round(side * rng.uniform(1 - size_jitter, 1 + size_jitter))) for side in size
-            )
+            height, width = (max(16, round(side * rng.uniform(1 - size_jitter, 1 + size_jitter))) for side in size)
             labels, instances = _scene(rng, height, width)
             photo = Image.fromarray(_render(rng, labels))
             if grayscale_every and number % grayscale_every == 0:
@@ -131,15 +129,11 @@ def _scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
 
     horizon = rng.uniform(0.35, 0.6)
     if rng.random() < 0.6:
-        ridge = horizon - rng.uniform(0.08, 0.2) * (
-            0.6 + 0.4 * np.sin(rng.uniform(4, 12) * x + rng.uniform(0, 6))
-        )
+        ridge = horizon - rng.uniform(0.08, 0.2) * (0.6 + 0.4 * np.sin(rng.uniform(4, 12) * x + rng.uniform(0, 6)))
         paint(y > ridge, CLASSES["mountain"])
     for _ in range(rng.integers(0, 4)):
         left, top = rng.uniform(-0.1, 0.9), rng.uniform(0.05, horizon - 0.1)
-        paint(
-            (x > left) & (x < left + rng.uniform(0.1, 0.3)) & (y > top) & (y <= horizon), CLASSES["building"]
-        )
+        paint((x > left) & (x < left + rng.uniform(0.1, 0.3)) & (y > top) & (y <= horizon), CLASSES["building"])
     ground = CLASSES["water"] if rng.random() < 0.3 else CLASSES["grass"]
     paint(y > horizon, ground)
     depth = (y - horizon) / (1 - horizon)

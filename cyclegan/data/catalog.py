@@ -1,0 +1,124 @@
+"""What the loaders agree on: the shards of a split, which samples each rank reads, and each epoch's order.
+
+Both loaders (DALI and the torchvision fallback) read ``cyclegan-shard`` output through this
+module, so they split the data between processes by the same rule and any difference between
+them is in decoding, never in which samples they see.
+
+The rule. A split's N samples are numbered in manifest order (shard by shard, index order
+inside a shard). Rank r of W owns the contiguous block ``[N*r // W, N*(r+1) // W)`` — the rule
+of DALI's ``shard_id``/``num_shards``; blocks are disjoint and cover the split. Shards are
+pre-shuffled by the sharder, so a block is a random subset. Every rank runs the same number of
+batches per epoch, ``min(N // W, sample_size // W) // batch_size``, or DDP's collectives would
+wait for a rank that has finished: up to ``batch_size`` + ``W`` - 1 samples of a rank's block
+sit out each epoch, different ones each epoch when shuffling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+PHOTO, LABEL = "jpg", "label.png"
+
+
+class LoaderError(ValueError):
+    """Shards that cannot be read as asked, phrased as ``<file>: <what is wrong>``."""
+
+
+class CorruptSampleError(LoaderError):
+    """A sample whose bytes do not decode; names its shard and key."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    shard: Path
+    key: str
+    parts: dict[str, tuple[int, int]]
+    """Extension -> (byte offset, size) of the member inside the tar."""
+
+    def where(self) -> str:
+        return f"{self.shard}: {self.key}"
+
+
+@dataclass(frozen=True)
+class Split:
+    tars: list[Path]
+    indexes: list[Path]
+    samples: list[Sample]
+
+
+class ShardLoader(Protocol):
+    """What the trainer sees of a loader."""
+
+    name: str
+    batches_per_epoch: int
+
+    def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict]:
+        """The epoch's batches after the first ``skip_batches`` (resuming mid-epoch)."""
+        ...
+
+
+def read_split(shards: str | Path, split: str) -> Split:
+    """The tars, ``.idx`` files and samples of one split, checked for the parts training needs."""
+    root = Path(shards)
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        splits = manifest["splits"]
+    except FileNotFoundError:
+        raise LoaderError(f"{manifest_path}: not found; write shards with cyclegan-shard first") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise LoaderError(f"{manifest_path}: not a cyclegan-shard manifest ({e})") from None
+    if split not in splits:
+        raise LoaderError(f"{manifest_path}: no split '{split}' (has: {', '.join(splits) or 'none'})")
+    tars = [root / name for name in splits[split]["shards"]]
+    indexes = [tar.with_suffix(".idx") for tar in tars]
+    samples = [sample for tar, idx in zip(tars, indexes, strict=True) for sample in _read_index(tar, idx)]
+    if not samples:
+        raise LoaderError(f"{manifest_path}: split '{split}' has no samples")
+    return Split(tars, indexes, samples)
+
+
+def _read_index(tar: Path, idx: Path) -> Iterator[Sample]:
+    """Parse one ``wds2idx``-format index: per line, ``ext offset size name`` groups."""
+    if not tar.is_file():
+        raise LoaderError(f"{tar}: listed in the manifest but missing")
+    try:
+        header, *lines = idx.read_text().splitlines()
+    except (FileNotFoundError, ValueError):
+        raise LoaderError(f"{idx}: missing or empty; re-run cyclegan-shard on this folder") from None
+    for number, line in enumerate(lines, start=2):
+        fields = line.split()
+        if not fields or len(fields) % 4:
+            raise LoaderError(f"{idx}: line {number}: expected groups of 'ext offset size name'")
+        parts = {fields[i]: (int(fields[i + 1]), int(fields[i + 2])) for i in range(0, len(fields), 4)}
+        sample = Sample(tar, fields[3].split(".", 1)[0], parts)
+        for ext in (PHOTO, LABEL):
+            if ext not in parts:
+                raise LoaderError(f"{sample.where()}: sample has no .{ext}")
+        yield sample
+
+
+def rank_block(n: int, rank: int, world_size: int) -> range:
+    """This rank's sample numbers (DALI's sharding rule)."""
+    return range(n * rank // world_size, n * (rank + 1) // world_size)
+
+
+def batches_per_epoch(n: int, world_size: int, batch_size: int, sample_size: int = 0) -> int:
+    """Batches every rank runs per epoch: limited by the smallest block (see the module notes)."""
+    per_rank = n // world_size
+    if sample_size:
+        per_rank = min(per_rank, sample_size // world_size)
+    return per_rank // batch_size
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 30-bit seed per (seed, epoch, rank), depending on nothing else; the headroom is for the
+    small per-reader offsets the DALI graph adds."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0] >> 2)

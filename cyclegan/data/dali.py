@@ -1,0 +1,213 @@
+"""The primary loader: a DALI graph that reads the shards, decodes photos on the GPU (nvJPEG,
+``device="mixed"``) and hands over finished batches on the device.
+
+Everything after the read happens inside the graph: short-side resize (labels by nearest
+neighbour), a crop and flip shared by photo and label in paired mode, colouring the labels
+with the training palette (one lookup table per channel) and scaling both to [-1, 1]. Without
+a GPU the same graph runs on the CPU (``device_id=None``), which is what the tests exercise.
+
+A fresh pipeline is built for each epoch, seeded by (seed, epoch, rank): an epoch's order then
+depends on nothing that happened before it, so resuming mid-epoch replays the same order
+(reading and dropping the batches already trained on). Building takes well under a second,
+noise against an epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from cyclegan.config import DataConfig
+from cyclegan.data.catalog import (
+    LABEL,
+    PHOTO,
+    CorruptSampleError,
+    LoaderError,
+    Split,
+    batches_per_epoch,
+    epoch_seed,
+    rank_block,
+)
+from cyclegan.data.fallback import decode_label, decode_photo, read_part
+from cyclegan.palette import TRAIN_PALETTE
+
+SHUFFLE_BUFFER = 1024
+"""Samples DALI's reader shuffles among (its shuffle is a buffer; the shards are pre-shuffled)."""
+
+
+def dali_available() -> tuple[bool, str]:
+    """Whether DALI imports here, and if not, why (for the loader choice's log line)."""
+    try:
+        import nvidia.dali  # noqa: F401
+        import nvidia.dali.plugin.pytorch  # noqa: F401
+    except ImportError as e:
+        return False, f"nvidia-dali is not importable ({e})"
+    return True, "nvidia-dali is installed"
+
+
+def _build(
+    split: Split,
+    cfg: DataConfig,
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    seed: int,
+    train: bool,
+    paired: bool,
+) -> Any:
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = device.type == "cuda"
+    reader = {
+        "paths": [str(p) for p in split.tars],
+        "index_paths": [str(p) for p in split.indexes],
+        "shard_id": rank,
+        "num_shards": world_size,
+        "random_shuffle": train,
+        "initial_fill": SHUFFLE_BUFFER,
+        "missing_component_behavior": "error",
+    }
+    palette = (TRAIN_PALETTE.float() / 127.5 - 1.0).tolist()
+
+    def crop_params() -> tuple[Any, Any, Any]:
+        if not train:
+            return 0.5, 0.5, 0
+        flip = fn.random.coin_flip(probability=0.5 if cfg.flip else 0.0)
+        return fn.random.uniform(range=(0.0, 1.0)), fn.random.uniform(range=(0.0, 1.0)), flip
+
+    def crop(image: Any, params: tuple[Any, Any, Any], **kwargs: Any) -> Any:
+        y, x, flip = params
+        size = (cfg.crop_size, cfg.crop_size)
+        return fn.crop_mirror_normalize(image, crop=size, crop_pos_y=y, crop_pos_x=x, mirror=flip, **kwargs)
+
+    def key_bytes(encoded: Any) -> Any:
+        # "<tar>:<offset>:<key>.<ext>", zero-padded to the batch's longest
+        return fn.pad(fn.get_property(encoded, key="source_info"), fill_value=0)
+
+    @pipeline_def
+    def graph() -> tuple[Any, ...]:
+        if paired:
+            jpg, png = fn.readers.webdataset(ext=[PHOTO, LABEL], name="photos", seed=seed + 1, **reader)
+        else:
+            jpg = fn.readers.webdataset(ext=[PHOTO], name="photos", seed=seed + 1, **reader)
+            png = fn.readers.webdataset(ext=[LABEL], name="segs", seed=seed + 2, **reader)
+        photo_crop = crop_params()
+        seg_crop = photo_crop if paired else crop_params()
+
+        photo = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        photo_size = photo.shape()
+        photo = fn.resize(photo, resize_shorter=cfg.load_size, antialias=True)
+        photo = crop(photo, photo_crop, dtype=types.FLOAT, output_layout="CHW", mean=[127.5] * 3, std=[127.5] * 3)
+
+        label = fn.decoders.image(png, device="cpu", output_type=types.GRAY)
+        label_size = label.shape()
+        label = fn.resize(label, resize_shorter=cfg.load_size, interp_type=types.INTERP_NN, antialias=False)
+        label = crop(label, seg_crop, dtype=types.UINT8, output_layout="HWC")
+        if gpu:
+            label = label.gpu()
+        channels = [
+            fn.lookup_table(label, keys=list(range(len(palette))), values=[c[i] for c in palette], dtype=types.FLOAT)
+            for i in range(3)
+        ]
+        seg = fn.transpose(fn.cat(*channels, axis=2), perm=[2, 0, 1])
+        return photo, seg, label, key_bytes(jpg), key_bytes(png), photo_size, label_size
+
+    return graph(
+        batch_size=cfg.batch_size,
+        num_threads=max(1, cfg.num_workers),
+        device_id=(device.index or 0) if gpu else None,
+        seed=seed,
+        prefetch_queue_depth=2,
+    )
+
+
+OUTPUTS = ["photo", "seg", "label", "key", "seg_key", "photo_size", "label_size"]
+
+
+def _sources(padded: torch.Tensor) -> list[tuple[str, str]]:
+    """(tar, key) of each sample, from DALI's ``source_info`` strings."""
+    infos = [bytes(row).rstrip(b"\0").decode() for row in padded.cpu().tolist()]
+    return [(info.split(":", 1)[0], info.rsplit(":", 1)[-1].split(".", 1)[0]) for info in infos]
+
+
+class DaliLoader:
+    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
+
+    name = "dali"
+
+    def __init__(
+        self,
+        split: Split,
+        cfg: DataConfig,
+        *,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        seed: int,
+        train: bool,
+    ) -> None:
+        self.split, self.cfg = split, cfg
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.seed, self.train = seed, train
+        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
+        self.batches_per_epoch = batches_per_epoch(
+            len(split.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
+        )
+
+    def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, Any]]:
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        pipe = _build(
+            self.split,
+            self.cfg,
+            rank=self.rank,
+            world_size=self.world_size,
+            device=self.device,
+            seed=epoch_seed(self.seed, epoch, self.rank),
+            train=self.train,
+            paired=self.paired,
+        )
+        iterator = DALIGenericIterator(
+            [pipe], OUTPUTS, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
+        )
+        for number in range(self.batches_per_epoch):
+            try:
+                batch = next(iterator)[0]
+            except RuntimeError as e:
+                raise self._explain(e) from None
+            if number >= skip_batches:
+                yield self._contract(batch)
+
+    def _contract(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        sources = _sources(batch["key"])
+        if self.paired:
+            photo_sizes = batch["photo_size"][:, :2].cpu().tolist()
+            label_sizes = batch["label_size"][:, :2].cpu().tolist()
+            for (tar, key), photo_size, label_size in zip(sources, photo_sizes, label_sizes, strict=True):
+                if photo_size != label_size:
+                    raise CorruptSampleError(
+                        f"{tar}: {key}: photo is {tuple(photo_size)} but its label is {tuple(label_size)} (H, W)"
+                    )
+        return {
+            "photo": batch["photo"],
+            "seg": batch["seg"],
+            "label": batch["label"][..., 0].to(self.device, torch.int64),
+            "key": [key for _, key in sources],
+            "seg_key": [key for _, key in _sources(batch["seg_key"])],
+        }
+
+    def _explain(self, error: RuntimeError) -> LoaderError:
+        """DALI's decode errors do not say which sample: find it by decoding this rank's block."""
+        files: dict[Any, Any] = {}
+        block = rank_block(len(self.split.samples), self.rank, self.world_size)
+        for sample in (self.split.samples[i] for i in block):
+            try:
+                decode_photo(sample, read_part(sample, PHOTO, files))
+                decode_label(sample, read_part(sample, LABEL, files))
+            except CorruptSampleError as located:
+                return located
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        return LoaderError(f"{self.split.tars[0].parent}: DALI pipeline failed: {message[-300:]}")

@@ -1,0 +1,256 @@
+"""The portable loader: torchvision decoding in DataLoader workers, for hosts without DALI or a GPU.
+
+Samples are read by byte range through the shards' ``.idx`` files rather than streamed
+tar by tar (webdataset's ``split_by_node``/``split_by_worker``): random access lets every
+rank take exactly its block of samples (the rule in :mod:`cyclegan.data.catalog`, the same
+as DALI's), lets the epoch's order and every crop and flip be drawn up front in the main
+process — so batches do not depend on the number of workers — and makes resuming mid-epoch
+a matter of skipping entries in a list instead of re-reading data.
+
+On a CUDA device, photos travel to the main process as JPEG bytes and are decoded there
+by nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``); labels (PNG) are always decoded
+by the workers, as PNG has no GPU decoder.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tvf
+
+from cyclegan.config import DataConfig
+from cyclegan.data.catalog import (
+    LABEL,
+    PHOTO,
+    CorruptSampleError,
+    Sample,
+    Split,
+    batches_per_epoch,
+    epoch_seed,
+    rank_block,
+)
+from cyclegan.palette import ids_to_seg
+
+Crop = tuple[float, float, bool]
+"""Where to crop (fractions of the free height and width, as DALI's crop_pos_y/x) and whether to flip."""
+Item = tuple[int, int, Crop, Crop]
+"""One pair: photo sample number, segmentation sample number, and the crop of each."""
+
+CENTRE: Crop = (0.5, 0.5, False)
+
+# torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec; they still work and
+# are what this loader is for, so the notice would only repeat in every worker.
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+
+
+def read_part(sample: Sample, ext: str, files: dict[Any, BinaryIO]) -> torch.Tensor:
+    """One member's bytes as a uint8 tensor, through a per-process cache of open tars."""
+    handle = files.get(sample.shard)
+    if handle is None:
+        handle = files[sample.shard] = open(sample.shard, "rb")  # noqa: SIM115 - kept open for the worker's life
+    offset, size = sample.parts[ext]
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise CorruptSampleError(f"{sample.where()}: .{ext} is cut short ({len(data)} of {size} bytes)")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_photo(sample: Sample, data: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """JPEG bytes -> 3 x H x W uint8 RGB, or an error naming the sample."""
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:
+        raise CorruptSampleError(f"{sample.where()}: .{PHOTO} does not decode ({_first_line(e)})") from None
+
+
+def decode_label(sample: Sample, data: torch.Tensor) -> torch.Tensor:
+    """PNG bytes -> 1 x H x W uint8 class ids, or an error naming the sample."""
+    try:
+        label = decode_png(data, mode=ImageReadMode.UNCHANGED)
+    except RuntimeError as e:
+        raise CorruptSampleError(f"{sample.where()}: .{LABEL} does not decode ({_first_line(e)})") from None
+    if label.shape[0] != 1:
+        raise CorruptSampleError(f"{sample.where()}: .{LABEL} has {label.shape[0]} channels, expected 1 (class ids)")
+    return label
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def resize_crop(image: torch.Tensor, load_size: int, crop_size: int, crop: Crop, nearest: bool) -> torch.Tensor:
+    """Short side to ``load_size``, then a ``crop_size`` square at ``crop``, flipped if asked."""
+    height, width = image.shape[-2:]
+    if min(height, width) != load_size:
+        scale = load_size / min(height, width)
+        size = [max(load_size, round(height * scale)), max(load_size, round(width * scale))]
+        mode = InterpolationMode.NEAREST if nearest else InterpolationMode.BILINEAR
+        image = tvf.resize(image, size, interpolation=mode, antialias=not nearest)
+        height, width = size
+    top = int(crop[0] * (height - crop_size) + 0.5)  # halves round up, as in DALI
+    left = int(crop[1] * (width - crop_size) + 0.5)
+    image = image[..., top : top + crop_size, left : left + crop_size]
+    return image.flip(-1) if crop[2] else image
+
+
+class _PairDataset(Dataset):
+    """Decodes and crops one :data:`Item`; errors travel back as values, so they reach the
+    trainer as one line instead of a worker traceback."""
+
+    def __init__(self, samples: list[Sample], load_size: int, crop_size: int, paired: bool, photo_bytes: bool):
+        self.samples = samples
+        self.load_size, self.crop_size = load_size, crop_size
+        self.paired = paired
+        self.photo_bytes = photo_bytes
+        self.files: dict[Any, BinaryIO] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: Item) -> dict[str, Any]:
+        photo_sample, seg_sample = self.samples[item[0]], self.samples[item[1]]
+        try:
+            label = decode_label(seg_sample, read_part(seg_sample, LABEL, self.files))
+            photo = read_part(photo_sample, PHOTO, self.files)
+            if not self.photo_bytes:
+                photo = decode_photo(photo_sample, photo)
+                check_pair(photo_sample, tuple(photo.shape[-2:]), tuple(label.shape[-2:]), self.paired)
+                photo = resize_crop(photo, self.load_size, self.crop_size, item[2], nearest=False)
+        except CorruptSampleError as e:
+            return {"error": str(e)}
+        return {
+            "photo": photo,
+            "photo_index": item[0],
+            "photo_crop": item[2],
+            "label_size": tuple(label.shape[-2:]),
+            "label": resize_crop(label, self.load_size, self.crop_size, item[3], nearest=True)[0],
+            "key": photo_sample.key,
+            "seg_key": seg_sample.key,
+        }
+
+
+def check_pair(sample: Sample, photo_size: tuple[int, ...], label_size: tuple[int, ...], paired: bool) -> None:
+    """In paired mode one crop window serves both, so their sizes (H, W) must agree."""
+    if paired and photo_size != label_size:
+        raise CorruptSampleError(f"{sample.where()}: photo is {photo_size} but its label is {label_size} (H, W)")
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [item["error"] for item in items if "error" in item]
+    if errors:
+        return {"error": errors[0]}
+    photos = [item["photo"] for item in items]
+    return {
+        "photo": photos if photos[0].ndim == 1 else torch.stack(photos),  # JPEG bytes or decoded crops
+        "photo_index": [item["photo_index"] for item in items],
+        "photo_crop": [item["photo_crop"] for item in items],
+        "label_size": [item["label_size"] for item in items],
+        "label": torch.stack([item["label"] for item in items]),
+        "key": [item["key"] for item in items],
+        "seg_key": [item["seg_key"] for item in items],
+    }
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode one image each; more threads only oversubscribe the cores
+
+
+class TorchLoader:
+    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        split: Split,
+        cfg: DataConfig,
+        *,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        seed: int,
+        train: bool,
+    ) -> None:
+        self.samples = split.samples
+        self.cfg = cfg
+        self.rank, self.device, self.seed, self.train = rank, torch.device(device), seed, train
+        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
+        self.block = rank_block(len(self.samples), rank, world_size)
+        self.batches_per_epoch = batches_per_epoch(
+            len(self.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
+        )
+        self.gpu_decode = self.device.type == "cuda"
+
+    def plan(self, epoch: int) -> list[Item]:
+        """The epoch's items in order: drawn from (seed, epoch, rank) alone."""
+        count = self.batches_per_epoch * self.cfg.batch_size
+        block = torch.tensor(self.block)
+        if not self.train:
+            return [(int(i), int(i), CENTRE, CENTRE) for i in block[:count]]
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, self.rank))
+        photos = block[torch.randperm(len(block), generator=gen)][:count]
+        segs = photos if self.paired else block[torch.randperm(len(block), generator=gen)][:count]
+        photo_crops = self._crops(count, gen)
+        seg_crops = photo_crops if self.paired else self._crops(count, gen)
+        return [(int(p), int(s), pc, sc) for p, s, pc, sc in zip(photos, segs, photo_crops, seg_crops, strict=True)]
+
+    def _crops(self, count: int, gen: torch.Generator) -> list[Crop]:
+        positions = torch.rand(count, 2, generator=gen).tolist()
+        flips = (torch.rand(count, generator=gen) < (0.5 if self.cfg.flip else 0.0)).tolist()
+        return [(y, x, f) for (y, x), f in zip(positions, flips, strict=True)]
+
+    def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, Any]]:
+        items, size = self.plan(epoch), self.cfg.batch_size
+        batches = [items[i * size : (i + 1) * size] for i in range(skip_batches, self.batches_per_epoch)]
+        if not batches:
+            return
+        dataset = _PairDataset(self.samples, self.cfg.load_size, self.cfg.crop_size, self.paired, self.gpu_decode)
+        workers = self.cfg.num_workers
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.gpu_decode,
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+        )
+        for batch in loader:
+            if "error" in batch:
+                raise CorruptSampleError(batch["error"])
+            yield self._to_device(batch)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        photo = self._gpu_photos(batch) if self.gpu_decode else batch["photo"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True).long()
+        return {
+            "photo": photo.float().div_(127.5).sub_(1.0),
+            "seg": ids_to_seg(label),
+            "label": label,
+            "key": batch["key"],
+            "seg_key": batch["seg_key"],
+        }
+
+    def _gpu_photos(self, batch: dict[str, Any]) -> torch.Tensor:
+        """nvJPEG decodes the whole batch at once; resize and crop then run on the GPU too."""
+        samples = [self.samples[i] for i in batch["photo_index"]]
+        try:
+            photos = decode_jpeg(batch["photo"], mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:  # find and name the bad one
+            photos = [
+                decode_photo(sample, data, self.device) for sample, data in zip(samples, batch["photo"], strict=True)
+            ]
+        crops = []
+        for sample, photo, label_size, crop in zip(
+            samples, photos, batch["label_size"], batch["photo_crop"], strict=True
+        ):
+            check_pair(sample, tuple(photo.shape[-2:]), label_size, self.paired)
+            crops.append(resize_crop(photo, self.cfg.load_size, self.cfg.crop_size, crop, nearest=False))
+        return torch.stack(crops)

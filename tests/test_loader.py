@@ -1,0 +1,205 @@
+"""The two loaders (DALI in CPU mode, torchvision fallback) over real cyclegan-shard output."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclegan.config import DataConfig
+from cyclegan.data import CorruptSampleError, LoaderError, build_loader, choose_loader
+from cyclegan.data.catalog import read_split
+from cyclegan.data.shard import main as shard_main
+from cyclegan.palette import ids_to_seg
+
+LOADERS = ["dali", "torch"]
+JPEG_TOLERANCE = 2 / 127.5
+"""Photos from DALI's and torchvision's JPEG decoders may differ by up to 2 levels of 255
+(both use libjpeg-turbo on the CPU: measured identical here; nvJPEG can round differently)."""
+H, W = 40, 48
+
+
+def _shard(dataset: Path, out: Path, *extra: str) -> Path:
+    code = shard_main(["--root", str(dataset), "--out", str(out), "--samples-per-shard", "4", "--workers", "1", *extra])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(scene_parsing_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 training samples in 3 shards, every photo 40 px on the short side (no resampling at load_size 40)."""
+    return _shard(scene_parsing_dataset, tmp_path_factory.mktemp("shards"), "--short-side", "40")
+
+
+@pytest.fixture(scope="module")
+def position_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Photos and labels whose content says where each pixel was: R = 5x, G = 6y;
+    label = 1 + x // 4 + 12 * (y // 8)."""
+    root = tmp_path_factory.mktemp("position") / "ADEChallengeData2016"
+    y, x = np.mgrid[0:H, 0:W]
+    photo = np.stack([5 * x, 6 * y, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    label = (1 + x // 4 + 12 * (y // 8)).astype(np.uint8)
+    for split, count in (("training", 8), ("validation", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        for i in range(count):
+            name = f"ADE_{split[:5]}_{i:08d}"
+            Image.fromarray(photo).save(root / "images" / split / f"{name}.jpg", quality=98)
+            Image.fromarray(label).save(root / "annotations" / split / f"{name}.png")
+    return _shard(root, tmp_path_factory.mktemp("position_shards"))
+
+
+def _cfg(shards: Path, loader: str, **changes: object) -> DataConfig:
+    base = DataConfig(shards=str(shards), loader=loader, load_size=40, crop_size=32, batch_size=2, num_workers=1)
+    return dataclasses.replace(base, **changes)
+
+
+def _load(cfg: DataConfig, train: bool = True, rank: int = 0, world_size: int = 1, seed: int = 0):
+    return build_loader(cfg, split="training", rank=rank, world_size=world_size, device="cpu", seed=seed, train=train)
+
+
+def _keys(loader, epoch: int = 0) -> list[str]:
+    return [key for batch in loader.epoch(epoch) for key in batch["key"]]
+
+
+def test_loaders_agree_without_augmentation(shards: Path) -> None:
+    dali = list(_load(_cfg(shards, "dali"), train=False).epoch(0))
+    fallback = list(_load(_cfg(shards, "torch"), train=False).epoch(0))
+    assert len(dali) == len(fallback) == 5
+    for a, b in zip(dali, fallback, strict=True):
+        assert a["key"] == b["key"] == a["seg_key"] == b["seg_key"]
+        assert a["photo"].shape == b["photo"].shape == (2, 3, 32, 32)
+        assert a["photo"].dtype == b["photo"].dtype == torch.float32
+        assert torch.allclose(a["photo"], b["photo"], atol=JPEG_TOLERANCE)
+        assert a["label"].dtype == b["label"].dtype == torch.int64
+        assert torch.equal(a["label"], b["label"])
+        assert torch.equal(a["seg"], b["seg"])
+        assert torch.equal(b["seg"], ids_to_seg(b["label"]))
+        assert a["photo"].min() >= -1 and a["photo"].max() <= 1
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_batch_contract_after_resize(shards: Path, loader: str) -> None:
+    batch = next(iter(_load(_cfg(shards, loader, load_size=36, crop_size=32)).epoch(0)))
+    assert batch["photo"].shape == batch["seg"].shape == (2, 3, 32, 32)
+    assert batch["label"].shape == (2, 32, 32)
+    assert int(batch["label"].max()) <= 150
+    assert torch.equal(batch["seg"], ids_to_seg(batch["label"]))
+
+
+def _positions(batch: dict, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: x read from the photo, x-bin read from the label; per row: y and y-bin."""
+    photo = (batch["photo"][i].numpy() + 1) * 127.5
+    label = batch["label"][i].numpy() - 1
+    return photo[0].mean(0) / 5, np.median(label % 12, axis=0), photo[1].mean(1) / 6, np.median(label // 12, axis=1)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_paired_crop_and_flip_are_shared(position_shards: Path, loader: str) -> None:
+    flips = 0
+    for epoch in range(3):
+        for batch in _load(_cfg(position_shards, loader, paired=True)).epoch(epoch):
+            assert batch["key"] == batch["seg_key"]
+            for i in range(len(batch["key"])):
+                x, x_bin, y, y_bin = _positions(batch, i)
+                assert np.all(np.abs(x - (4 * x_bin + 1.5)) <= 2.5), (x, x_bin)
+                assert np.all(np.abs(y - (8 * y_bin + 3.5)) <= 4.5), (y, y_bin)
+                flips += bool(x[0] > x[-1])
+    assert 0 < flips < 24  # flips happen, not always
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_streams_are_independent(shards: Path, loader: str) -> None:
+    batches = list(_load(_cfg(shards, loader, paired=False)).epoch(0))
+    keys = [k for b in batches for k in b["key"]]
+    seg_keys = [k for b in batches for k in b["seg_key"]]
+    assert sorted(keys) == sorted(seg_keys)  # the same samples, in another order
+    assert keys != seg_keys
+    for batch in batches:  # the label belongs to the seg stream
+        assert torch.equal(batch["seg"], ids_to_seg(batch["label"]))
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_ranks_take_disjoint_blocks_that_cover_the_split(shards: Path, loader: str) -> None:
+    every = {s.key for s in read_split(shards, "training").samples}
+    cfg = _cfg(shards, loader, batch_size=1)
+    per_rank = [set(_keys(_load(cfg, rank=r, world_size=2))) for r in range(2)]
+    assert per_rank[0].isdisjoint(per_rank[1])
+    assert per_rank[0] | per_rank[1] == every
+    # Batch 2: every rank runs min(10 // 2, ...) // 2 = 2 batches; one sample of each block sits out.
+    loaders = [_load(_cfg(shards, loader), rank=r, world_size=2) for r in range(2)]
+    assert [ld.batches_per_epoch for ld in loaders] == [2, 2]
+    firsts = [set(_keys(ld)) for ld in loaders]
+    assert all(len(keys) == 4 for keys in firsts) and firsts[0].isdisjoint(firsts[1])
+    assert all(keys <= block for keys, block in zip(firsts, per_rank, strict=True))
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_epoch_order_changes_and_repeats_with_the_seed(shards: Path, loader: str) -> None:
+    cfg = _cfg(shards, loader)
+    first = _load(cfg)
+    assert _keys(first, 0) != _keys(first, 1)
+    assert _keys(_load(cfg), 1) == _keys(first, 1)
+    assert _keys(_load(cfg, seed=1), 0) != _keys(first, 0)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_skip_batches_resumes_the_same_epoch(shards: Path, loader: str) -> None:
+    loader_ = _load(_cfg(shards, loader))
+    full = list(loader_.epoch(3))
+    resumed = list(loader_.epoch(3, skip_batches=2))
+    assert [b["key"] for b in resumed] == [b["key"] for b in full[2:]]
+    assert all(torch.equal(a["photo"], b["photo"]) for a, b in zip(resumed, full[2:], strict=True))
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_sample_size_caps_the_epoch(shards: Path, loader: str) -> None:
+    loader_ = _load(_cfg(shards, loader, sample_size=4))
+    assert loader_.batches_per_epoch == 2
+    assert len(_keys(loader_)) == 4
+
+
+def _corrupt_copy(shards: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    copy = shutil.copytree(shards, tmp_path / "shards")
+    sample = read_split(copy, "training").samples[5]
+    offset, size = sample.parts["jpg"]
+    with open(sample.shard, "r+b") as f:  # keep the JPEG's header, zero the scan data
+        f.seek(offset + 200)
+        f.write(b"\0" * (size - 200))
+    return copy, sample.shard.name, sample.key
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_corrupt_jpeg_names_shard_and_key(shards: Path, tmp_path: Path, loader: str) -> None:
+    copy, shard_name, key = _corrupt_copy(shards, tmp_path)
+    with pytest.raises(CorruptSampleError) as error:
+        for _ in _load(_cfg(copy, loader), train=False).epoch(0):
+            pass
+    message = str(error.value)
+    assert shard_name in message and key in message and ".jpg" in message
+    assert "\n" not in message
+
+
+def test_auto_picks_the_fallback_on_cpu() -> None:
+    kind, why = choose_loader("auto", torch.device("cpu"))
+    assert kind == "torch" and "CUDA" in why
+    assert choose_loader("dali", torch.device("cpu"))[0] == "dali"
+    assert choose_loader("torch", torch.device("cuda"))[0] == "torch"
+
+
+def test_unreadable_shards_are_one_line_errors(shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(LoaderError, match="manifest.json: not found"):
+        _load(_cfg(tmp_path, "torch"))
+    with pytest.raises(LoaderError, match="no split 'testing'"):
+        build_loader(_cfg(shards, "torch"), split="testing", rank=0, world_size=1, device="cpu", seed=0, train=True)
+    with pytest.raises(LoaderError, match="smaller than data.crop_size"):
+        _load(_cfg(shards, "torch", load_size=30))
+    copy = shutil.copytree(shards, tmp_path / "copy")
+    next(copy.glob("training-*.idx")).write_text("v1.2 1\njpg 512 100\n")
+    with pytest.raises(LoaderError, match=r"\.idx: line 2: expected groups"):
+        _load(_cfg(copy, "dali"))
