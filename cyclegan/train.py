@@ -20,21 +20,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import random
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
 from cyclegan import checkpoint
 from cyclegan.config import Config, ConfigError, load_config, to_dict
-from cyclegan.data import build_loader
+from cyclegan.data import LoaderError, build_loader
 from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
 from cyclegan.losses import CycleGANModels, LossWeights
@@ -81,7 +79,8 @@ class StopSignal:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    # Only torch draws random numbers in training (the loaders and replay buffers seed their own).
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -89,8 +88,6 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -131,8 +128,6 @@ class Trainer:
         self.global_step = 0
         self.wandb_run_id: str | None = None
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
         if accelerator.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
 
@@ -179,6 +174,7 @@ class Trainer:
             device=accelerator.device,
             seed=cfg.seed,
             train=True,
+            verbose=accelerator.is_main_process,
         )
         if self.loader.batches_per_epoch < 1:
             raise TrainingError(
@@ -333,55 +329,54 @@ class Trainer:
         while self.epoch < cfg.optim.epochs:
             sums: dict[str, torch.Tensor] = {}
             counted, data_time, t_log = 0, 0.0, time.perf_counter()
-            bar = tqdm(
+            with tqdm(
                 total=per_epoch,
                 initial=self.step_in_epoch,
                 desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}",
                 disable=not acc.is_main_process,
                 dynamic_ncols=True,
-            )
-            batches = iter(self.loader.epoch(self.epoch, skip_batches=self.step_in_epoch))
-            while True:
-                t0 = time.perf_counter()
-                batch = next(batches, None)
-                data_time += time.perf_counter() - t0
-                if batch is None:
-                    break
-                outcome = self.step(batch, stop_requested=self.stop_signal.requested)
-                self.step_in_epoch += 1
-                self.global_step += 1
-                bar.update(1)
-                if outcome.skipped:
-                    bad_in_a_row += 1
-                    if acc.is_main_process:
-                        tqdm.write(f"step {self.global_step}: non-finite loss, step skipped ({bad_in_a_row} in a row)")
-                    if bad_in_a_row >= cfg.train.max_nonfinite_steps:
-                        raise TrainingError(
-                            f"non-finite loss in {bad_in_a_row} consecutive steps (epoch {self.epoch + 1}, step "
-                            f"{self.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
-                        )
-                else:
-                    bad_in_a_row = 0
-                    for k, v in outcome.losses.items():
-                        sums[k] = sums.get(k, 0) + v
-                    counted += 1
-                if self.global_step % cfg.train.log_every == 0 and counted:
-                    metrics = self._metrics(sums, counted, data_time, time.perf_counter() - t_log)
-                    bar.set_postfix_str(format_postfix(metrics))
-                    if self.logger is not None:
-                        self.logger.log(metrics, step=self.global_step)
-                    sums, counted, data_time, t_log = {}, 0, 0.0, time.perf_counter()
-                if outcome.stop:
-                    bar.close()
-                    self.save_state()
-                    return "stopped by signal; state saved"
-                if cfg.train.checkpoint_every_steps and self.global_step % cfg.train.checkpoint_every_steps == 0:
-                    self.save_state()
-                if cfg.train.max_steps and self.global_step >= cfg.train.max_steps:
-                    bar.close()
-                    self.save_state()
-                    return f"reached train.max_steps={cfg.train.max_steps}"
-            bar.close()
+            ) as bar:  # closed on errors too, so a one-line error starts on a fresh line
+                batches = iter(self.loader.epoch(self.epoch, skip_batches=self.step_in_epoch))
+                while True:
+                    t0 = time.perf_counter()
+                    batch = next(batches, None)
+                    data_time += time.perf_counter() - t0
+                    if batch is None:
+                        break
+                    outcome = self.step(batch, stop_requested=self.stop_signal.requested)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    bar.update(1)
+                    if outcome.skipped:
+                        bad_in_a_row += 1
+                        if acc.is_main_process:
+                            tqdm.write(
+                                f"step {self.global_step}: non-finite loss, step skipped ({bad_in_a_row} in a row)"
+                            )
+                        if bad_in_a_row >= cfg.train.max_nonfinite_steps:
+                            raise TrainingError(
+                                f"non-finite loss in {bad_in_a_row} consecutive steps (epoch {self.epoch + 1}, step "
+                                f"{self.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
+                            )
+                    else:
+                        bad_in_a_row = 0
+                        for k, v in outcome.losses.items():
+                            sums[k] = sums.get(k, 0) + v
+                        counted += 1
+                    if self.global_step % cfg.train.log_every == 0 and counted:
+                        metrics = self._metrics(sums, counted, data_time, time.perf_counter() - t_log)
+                        bar.set_postfix_str(format_postfix(metrics))
+                        if self.logger is not None:
+                            self.logger.log(metrics, step=self.global_step)
+                        sums, counted, data_time, t_log = {}, 0, 0.0, time.perf_counter()
+                    if outcome.stop:
+                        self.save_state()
+                        return "stopped by signal; state saved"
+                    if cfg.train.checkpoint_every_steps and self.global_step % cfg.train.checkpoint_every_steps == 0:
+                        self.save_state()
+                    if cfg.train.max_steps and self.global_step >= cfg.train.max_steps:
+                        self.save_state()
+                        return f"reached train.max_steps={cfg.train.max_steps}"
             self.sched_g.step()
             self.sched_d.step()
             self.epoch += 1
@@ -442,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         if accelerator.is_main_process:
             print(f"{outcome}; outputs in {cfg.train.out_dir}", flush=True)
         return 0
-    except (TrainingError, ConfigError, checkpoint.CheckpointError) as e:
+    except (TrainingError, ConfigError, LoaderError, checkpoint.CheckpointError) as e:
         print(f"cyclegan-train: error: {e}", file=sys.stderr)
         return 1
     finally:

@@ -1,0 +1,65 @@
+"""Runs ``cyclegan.train.main`` under ``accelerate launch`` with instruments attached.
+
+The product code runs unchanged; this driver only records, per process, which sample keys
+the loader yielded, which process exported files, and the final weights, into
+``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+import cyclegan.checkpoint
+import cyclegan.train
+
+record_dir = Path(os.environ["CYCLEGAN_TEST_RECORD"])
+rank = int(os.environ.get("RANK", "0"))
+seen: list[str] = []
+exports: list[str] = []
+final: dict[str, dict[str, torch.Tensor]] = {}
+
+real_build_loader = cyclegan.train.build_loader
+
+
+class RecordingLoader:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.batches_per_epoch = inner.batches_per_epoch
+
+    def epoch(self, epoch: int, skip_batches: int = 0):
+        for batch in self.inner.epoch(epoch, skip_batches):
+            seen.extend(f"{epoch}:{key}" for key in batch["key"])
+            yield batch
+
+
+def build_loader(cfg, **kwargs):
+    loader = real_build_loader(cfg, **kwargs)
+    return RecordingLoader(loader) if kwargs.get("train", True) else loader
+
+
+real_export = cyclegan.checkpoint.export_network
+
+
+def export_network(model, role, path, epoch):
+    exports.append(str(path))
+    return real_export(model, role, path, epoch)
+
+
+real_close = cyclegan.train.Trainer.close
+
+
+def close(self) -> None:
+    final.update({name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in vars(self.raw).items()})
+    real_close(self)
+
+
+cyclegan.train.build_loader = build_loader
+cyclegan.checkpoint.export_network = export_network
+cyclegan.train.Trainer.close = close
+
+code = cyclegan.train.main(sys.argv[1:])
+record_dir.mkdir(parents=True, exist_ok=True)
+torch.save({"seen": seen, "exports": exports, "weights": final}, record_dir / f"rank{rank}.pt")
+sys.exit(code)

@@ -1,0 +1,172 @@
+"""The trainer end to end on tiny shards: DDP, multi-node launch, resume, preemption, W&B."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import (
+    REPO,
+    accelerate_cmd,
+    load_export,
+    make_shards,
+    same_weights,
+    subprocess_env,
+    tiny_args,
+)
+
+from cyclegan import checkpoint
+from cyclegan.train import main
+
+pytestmark = pytest.mark.slow
+ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 2-epoch single-process run that the resume tests must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(tiny_args(shards, out)) == 0
+    return out
+
+
+def test_single_process_outputs(reference_run: Path):
+    for epoch in (1, 2):
+        for role in ROLES:
+            model, meta = checkpoint.load_network(reference_run / f"{role}_{epoch}.pt")
+            assert meta["epoch"] == epoch
+        assert (reference_run / "samples" / f"epoch_{epoch}.png").stat().st_size > 0
+    states = checkpoint.list_states(reference_run / "checkpoints")
+    final = checkpoint.load_state(states[-1])
+    assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 16)
+    assert final["config"]["model"]["ngf"] == 8
+    assert (reference_run / "config.yaml").is_file()
+    # The LR rule: epoch 2 of 2 with decay from epoch 1 ran at half the base LR, and the
+    # scheduler has stepped to 0 for the (non-existent) epoch 3.
+    assert final["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+
+
+def test_resume_from_epoch_checkpoint_is_bit_identical(reference_run: Path, shards: Path, tmp_path: Path):
+    epoch1 = next(
+        p for p in checkpoint.list_states(reference_run / "checkpoints") if checkpoint.load_state(p)["epoch"] == 1
+    )
+    assert main(tiny_args(shards, tmp_path, "--resume", str(epoch1))) == 0
+    for role in ROLES:
+        assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
+    assert not (tmp_path / "real2seg_gen_1.pt").exists()  # epoch 1 was not trained again
+
+
+def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path, shards: Path, tmp_path: Path):
+    # Slow the loop down only by giving it more steps to run; SIGTERM arrives after a few.
+    cmd = [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--train.log_every", "1")]
+    # Same thread count as the in-process reference: CPU kernels sum in a thread-dependent order.
+    env = subprocess_env(OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "training 2 epochs" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopped by signal; state saved" in rest
+    state = checkpoint.load_state(checkpoint.list_states(tmp_path / "checkpoints")[-1])
+    assert state["global_step"] < 16
+    assert main(tiny_args(shards, tmp_path, "--resume", "auto")) == 0
+    for role in ROLES:
+        assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
+
+
+def test_two_processes_ddp(shards: Path, tmp_path: Path):
+    out, record = tmp_path / "run", tmp_path / "record"
+    cmd = accelerate_cmd(
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", "29541",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out),
+    )  # fmt: skip
+    env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name in ranks[0]["weights"]:
+        assert same_weights(ranks[0]["weights"][name], ranks[1]["weights"][name]), name
+    for epoch in (0, 1):
+        keys = [{k for k in r["seen"] if k.startswith(f"{epoch}:")} for r in ranks]
+        assert keys[0] and keys[1] and not keys[0] & keys[1]
+        assert len(keys[0]) == len(keys[1]) == 8  # 16 samples, 2 processes, batch 2: nothing left over
+    assert ranks[1]["exports"] == [] and len(ranks[0]["exports"]) == 8
+    assert sorted(p.name for p in out.glob("*.pt")) == sorted(f"{r}_{e}.pt" for r in ROLES for e in (1, 2))
+    assert checkpoint.load_state(checkpoint.list_states(out / "checkpoints")[-1])["world_size"] == 2
+
+
+def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
+    """launch/node.sh twice, as SLURM would start it on two machines (CPU + gloo here)."""
+    env = subprocess_env(USE_CPU="1", NUM_NODES="2", MAIN_ADDR="127.0.0.1", MAIN_PORT="29553", GPUS_PER_NODE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    args = tiny_args(shards, tmp_path, "--optim.epochs", "1", "--optim.decay_epoch", "0")
+    nodes = [
+        subprocess.Popen(
+            ["bash", str(REPO / "launch" / "node.sh"), *args],
+            cwd=REPO,
+            env={**env, "NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert "on 2 process(es)" in outputs[0]
+    assert (tmp_path / "real2seg_gen_1.pt").is_file()
+
+
+def test_wandb_offline_run_has_a_sample_image_per_epoch(shards: Path, tmp_path: Path):
+    pytest.importorskip("wandb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--wandb.mode", "offline")],
+        cwd=REPO,
+        env=subprocess_env(WANDB_SILENT="true"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    grids = list(runs[0].glob("files/media/images/samples/grid_*.png"))
+    assert len(grids) == 2
+    history = (
+        (runs[0] / "files" / "wandb-summary.json").read_text()
+        if (runs[0] / "files" / "wandb-summary.json").exists()
+        else ""
+    )
+    assert "samples/segmentation" in history or list(runs[0].glob("files/media/images/samples/segmentation_*"))
+
+
+def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["--data.batch_size", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cyclegan-train: error: data.batch_size: must be >= 1, got 0"
+
+
+def test_corrupt_shard_is_one_line(shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    copy = shutil.copytree(shards, tmp_path / "shards")
+    tar = copy / "training-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:1000] + b"\0" * (tar.stat().st_size - 1000))
+    assert main(tiny_args(copy, tmp_path / "run")) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the closed progress bar
+    assert last.startswith("cyclegan-train: error: ") and "training-000001.tar: " in last

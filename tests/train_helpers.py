@@ -1,0 +1,53 @@
+"""Shared pieces of the trainer tests: tiny shards and the tiny-run command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from cyclegan.data.shard import main as shard_main
+from cyclegan.data.synthetic import make_synthetic_ade20k
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_shards(root: Path, n_train: int = 16, n_val: int = 4) -> Path:
+    dataset = make_synthetic_ade20k(root / "ade", n_train=n_train, n_val=n_val, size=(40, 48), seed=1)
+    out = root / "shards"
+    code = shard_main(["--root", str(dataset), "--out", str(out), "--samples-per-shard", "4", "--workers", "1"])
+    assert code == 0
+    return out
+
+
+def tiny_args(shards: Path, out_dir: Path, *extra: str) -> list[str]:
+    """A run of 2 epochs x (16 samples / batch 2 / processes) steps, seconds on a CPU."""
+    return [
+        "--model.n_residual_blocks", "1", "--model.ngf", "8", "--model.ndf", "8",
+        "--data.shards", str(shards), "--data.load_size", "36", "--data.crop_size", "32",
+        "--data.batch_size", "2", "--data.num_workers", "1",
+        "--optim.epochs", "2", "--optim.decay_epoch", "1", "--optim.replay_size", "4",
+        "--train.out_dir", str(out_dir), "--train.channels_last", "false", "--train.log_every", "2",
+        "--train.num_samples", "2", "--wandb.mode", "disabled",
+        *extra,
+    ]  # fmt: skip
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WANDB_"))}
+    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def accelerate_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *args]
+
+
+def load_export(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
