@@ -73,8 +73,14 @@ def rgb_to_ids(rgb: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE, chunk: 
 
 
 def ids_to_seg(ids: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:
-    """Class ids -> float segmentation image in [-1, 1], the generators' domain."""
-    return ids_to_rgb(ids, palette).float() / 127.5 - 1.0
+    """Class ids -> float segmentation image in [-1, 1], the generators' domain.
+
+    One table lookup per pixel (``embedding``: several times faster than indexing then
+    scaling); the result is a channels-last view, the layout training uses anyway."""
+    if ids.dtype.is_floating_point:
+        raise TypeError(f"class ids must be an integer tensor, got {ids.dtype}")
+    table = palette.to(device=ids.device, dtype=torch.float32) / 127.5 - 1.0
+    return torch.nn.functional.embedding(ids.long().clamp(0, palette.shape[0] - 1), table).movedim(-1, -3)
 
 
 def seg_to_ids(seg: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:

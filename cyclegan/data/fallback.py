@@ -14,6 +14,7 @@ by the workers, as PNG has no GPU decoder.
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -158,8 +159,28 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode one image each; more threads only oversubscribe the cores
+class _EpochBatches:
+    """The batch sampler of the loader's one DataLoader: its batches are swapped in per epoch,
+    so the worker processes live as long as the loader instead of being restarted every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Item]] = []
+
+    def __iter__(self) -> Iterator[list[Item]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _worker_context() -> Any:
+    """Workers start from a clean fork server, not by forking the trainer: a process running
+    DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None  # Windows: spawn, the default
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 class TorchLoader:
@@ -187,6 +208,8 @@ class TorchLoader:
             len(self.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
         )
         self.gpu_decode = self.device.type == "cuda"
+        self._batches = _EpochBatches()
+        self._loader: DataLoader | None = None
 
     def plan(self, epoch: int) -> list[Item]:
         """The epoch's items in order: drawn from (seed, epoch, rank) alone."""
@@ -211,21 +234,27 @@ class TorchLoader:
         batches = [items[i * size : (i + 1) * size] for i in range(skip_batches, self.batches_per_epoch)]
         if not batches:
             return
-        dataset = _PairDataset(self.samples, self.cfg.load_size, self.cfg.crop_size, self.paired, self.gpu_decode)
-        workers = self.cfg.num_workers
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.gpu_decode,
-            worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=4 if workers else None,
-        )
-        for batch in loader:
+        self._batches.batches = batches
+        for batch in self._data_loader():
             if "error" in batch:
                 raise CorruptSampleError(batch["error"])
             yield self._to_device(batch)
+
+    def _data_loader(self) -> DataLoader:
+        if self._loader is None:
+            dataset = _PairDataset(self.samples, self.cfg.load_size, self.cfg.crop_size, self.paired, self.gpu_decode)
+            workers = self.cfg.num_workers
+            self._loader = DataLoader(
+                dataset,
+                batch_sampler=self._batches,
+                num_workers=workers,
+                collate_fn=_collate,
+                pin_memory=self.gpu_decode,
+                prefetch_factor=4 if workers else None,
+                persistent_workers=workers > 0,
+                multiprocessing_context=_worker_context() if workers else None,
+            )
+        return self._loader
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         photo = self._gpu_photos(batch) if self.gpu_decode else batch["photo"].to(self.device, non_blocking=True)
