@@ -20,9 +20,11 @@ import argparse
 import dataclasses
 import datetime
 import io
+import itertools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -255,6 +257,254 @@ def add_loader_parser(commands: Any) -> None:
     p.set_defaults(func=bench_loader, columns=LOADER_COLUMNS)
 
 
+# --- training step ----------------------------------------------------------------------------------
+
+PEAK_TFLOPS = {
+    # Dense tensor-core peaks from NVIDIA's datasheets (no 2:4 sparsity), TFLOP/s. "fp32" is the
+    # TF32 tensor-core figure: PyTorch runs fp32 convolutions on it by default (cudnn.allow_tf32).
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
+    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 183.0},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 62.5},
+}
+
+
+def peak_tflops(device: torch.device, precision: str, given: float | None) -> float | None:
+    """``--peak-tflops``, else the table's entry for this GPU; None (MFU n/a) on a CPU or unknown GPU."""
+    if given is not None:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peaks[precision] for gpu, peaks in PEAK_TFLOPS.items() if gpu in name), None)
+
+
+@dataclasses.dataclass
+class StepSetup:
+    """One row of the training benchmark."""
+
+    name: str
+    batch: int
+    precision: str
+    compile: bool
+    compile_mode: str
+    channels_last: bool
+    loader: str
+
+
+def _config(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> Any:
+    from cyclegan.config import Config
+
+    cfg = Config()
+    cfg.model = dataclasses.replace(cfg.model, n_residual_blocks=args.blocks, ngf=args.ngf, ndf=args.ndf)
+    cfg.data = dataclasses.replace(
+        cfg.data,
+        shards=str(shards or ""),
+        loader=setup.loader if setup.loader in ("dali", "torch") else "torch",
+        load_size=load_size_for(args.size),
+        crop_size=args.size,
+        batch_size=setup.batch,
+        num_workers=args.workers,
+    )
+    cfg.train = dataclasses.replace(
+        cfg.train,
+        precision="no" if setup.precision == "fp32" else setup.precision,
+        compile=setup.compile,
+        channels_last=setup.channels_last,
+    )
+    return cfg
+
+
+def load_size_for(crop_size: int) -> int:
+    """The paper's resize-then-crop ratio (286 for 256)."""
+    return round(crop_size * 286 / 256)
+
+
+def synthetic_batch(batch: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random photos and palette-coloured random labels, as the loaders deliver them."""
+    from cyclegan.palette import ids_to_seg
+
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "photo": (torch.rand(batch, 3, size, size, generator=gen) * 2 - 1).to(device),
+        "seg": ids_to_seg(torch.randint(0, 151, (batch, size, size), generator=gen)).contiguous().to(device),
+    }
+
+
+def _batches(setup: StepSetup, cfg: Any, device: torch.device) -> Iterable[dict]:
+    """Endless batches from the row's data source, on ``device``."""
+    if setup.loader == "synthetic":  # one batch made on the device: pure compute
+        batch = synthetic_batch(setup.batch, cfg.data.crop_size, device)
+        while True:
+            yield batch
+    if setup.loader == "seed-style":
+        samples = read_split(cfg.data.shards, "training").samples
+        epoch = _seed_style(cfg.data, samples)
+    else:
+        epoch = build_loader(cfg.data, split="training", rank=0, world_size=1, device=device, seed=0, train=True).epoch
+    for number in itertools.count():
+        for batch in epoch(number):
+            yield {k: batch[k].to(device, non_blocking=True) for k in ("photo", "seg")}
+
+
+def _step(cfg: Any, device: torch.device, compile_mode: str) -> Any:
+    """The trainer's own pieces: models, optimizers, buffers, an Accelerator, the TrainStep."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from cyclegan.losses import CycleGANModels, LossWeights
+    from cyclegan.scheduler import ReplayBuffer
+    from cyclegan.step import TrainStep
+    from cyclegan.train import build_models, build_optimizers
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # each row picks its own precision
+    acc = Accelerator(mixed_precision=cfg.train.precision, cpu=device.type == "cpu")
+    torch.manual_seed(0)
+    raw = build_models(cfg)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    for model in vars(raw).values():
+        model.to(acc.device, memory_format=memory_format)
+    opt_g, opt_d = build_optimizers(raw, cfg)
+    *nets, opt_g, opt_d = acc.prepare(*vars(raw).values(), opt_g, opt_d)
+    if cfg.train.compile:
+        nets = [torch.compile(n, mode=None if compile_mode == "default" else compile_mode) for n in nets]
+    buffers = (ReplayBuffer(cfg.optim.replay_size, 0), ReplayBuffer(cfg.optim.replay_size, 1))
+    weights = LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity)
+    return TrainStep(acc, CycleGANModels(*nets), opt_g, opt_d, buffers, weights, cfg.train.channels_last)
+
+
+def count_flops(cfg: Any, device: torch.device) -> int:
+    """FLOPs of one training step (both generator passes, both discriminator passes, their
+    backward passes), counted by ``torch.utils.flop_counter`` on an eager fp32 copy: the count
+    does not depend on precision or compilation, and compiled graphs hide ops from the counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    eager = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="no", compile=False))
+    step = _step(eager, device, "default")
+    batch = synthetic_batch(cfg.data.batch_size, cfg.data.crop_size, device)
+    step(batch)  # fill the replay buffers first, as in steady state
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return counter.get_total_flops()
+
+
+def measure_step(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> dict[str, Any]:
+    device = torch.device(args.device)
+    cfg = _config(args, setup, shards)
+    flops = count_flops(cfg, device)
+    step = _step(cfg, device, setup.compile_mode)
+    batches = iter(_batches(setup, cfg, device))
+    for _ in range(args.warmup):  # compilation, cuDNN autotuning, worker start-up
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    gaps, waits = [], 0.0
+    start = last = time.perf_counter()
+    for _ in range(args.steps):
+        before = time.perf_counter()
+        batch = next(batches)
+        waits += time.perf_counter() - before
+        step(batch)  # its one host sync (the skip/stop agreement) ends each step on the host too
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start
+    row = {**dataclasses.asdict(setup), **summarise(gaps, setup.batch)}
+    row["pairs_per_s"] = setup.batch * args.steps / wall
+    row["data_wait_frac"] = waits / wall
+    row["tflop_per_step"] = flops / 1e12
+    row["tflop_per_pair"] = flops / 1e12 / setup.batch
+    row["achieved_tflops"] = flops * args.steps / wall / 1e12
+    peak = peak_tflops(device, setup.precision, args.peak_tflops)
+    if peak is not None:
+        row["mfu"] = row["achieved_tflops"] / peak
+    if device.type == "cuda":
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # whole process so far
+    return row
+
+
+def bench_train(args: argparse.Namespace) -> dict[str, Any]:
+    setups = [
+        StepSetup("this project", args.batch, args.precision, args.compile, args.compile_mode, args.channels_last,
+                  args.loader),
+    ]  # fmt: skip
+    if args.baseline:
+        setups.append(StepSetup("seed-style", 1, "fp32", False, "default", False, "seed-style"))
+    with tempfile.TemporaryDirectory(prefix="cyclegan-bench-") as tmp:
+        shards = args.shards
+        if shards is None and any(s.loader != "synthetic" for s in setups):
+            shards = synthetic_shards(Path(tmp), args.images, load_size_for(args.size))["original size"]
+        rows = []
+        for setup in setups:
+            rows.append(measure_step(args, setup, shards))
+            print(f"  {setup.name}: {rows[-1]['pairs_per_s']:.2f} pairs/s", flush=True)
+    if args.baseline:
+        for row in rows:
+            row["vs_seed_style"] = row["pairs_per_s"] / rows[-1]["pairs_per_s"]
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "columns")}
+    return {"benchmark": "train", "machine": machine(), "settings": settings, "rows": rows}
+
+
+TRAIN_COLUMNS = [
+    ("name", "run", ""),
+    ("batch", "batch", "d"),
+    ("precision", "precision", ""),
+    ("compile", "compile", ""),
+    ("channels_last", "NHWC", ""),
+    ("loader", "data", ""),
+    ("pairs_per_s", "pairs/s", ".2f"),
+    ("ms_per_batch_median", "ms/step", ".1f"),
+    ("ms_per_batch_p10", "p10", ".1f"),
+    ("ms_per_batch_p90", "p90", ".1f"),
+    ("data_wait_frac", "data wait", ".1%"),
+    ("achieved_tflops", "TFLOP/s", ".3f"),
+    ("mfu", "MFU", ".1%"),
+    ("peak_mem_gb", "GPU GiB", ".2f"),
+    ("peak_rss_gb", "RSS GiB", ".2f"),
+    ("vs_seed_style", "x seed-style", ".1f"),
+]
+
+
+def add_train_parser(commands: Any) -> None:
+    p = commands.add_parser("train", help="training-step throughput, FLOPs and MFU vs a seed-style baseline")
+    p.add_argument("--size", type=_positive, default=256, help="crop side (default 256)")
+    p.add_argument("--batch", type=_positive, default=16)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--compile-mode", choices=["default", "max-autotune", "reduce-overhead"], default="default")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--steps", type=_positive, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--loader",
+        choices=["synthetic", "torch", "dali"],
+        default="synthetic",
+        help="synthetic: one batch already on the device (pure compute)",
+    )
+    p.add_argument("--shards", type=Path, help="for --loader torch|dali and the baseline (default: synthetic)")
+    p.add_argument("--images", type=_positive, default=64, help="synthetic images to make without --shards")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--ngf", type=_positive, default=64)
+    p.add_argument("--ndf", type=_positive, default=64)
+    p.add_argument("--blocks", type=_positive, default=9, help="residual blocks per generator")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-tflops", type=float, help="peak of this device for MFU (default: table by GPU name)")
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the seed-style baseline (fp32, eager, batch 1, PIL loader)",
+    )
+    p.add_argument("--json", type=Path, help="also write the report here")
+    p.set_defaults(func=bench_train, columns=TRAIN_COLUMNS)  # fmt: skip
+
+
 # --- command line -----------------------------------------------------------------------------------
 
 
@@ -279,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Measure pairs/s of the input pipeline or training step.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_loader_parser(commands)
+    add_train_parser(commands)
     return parser
 
 

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from cyclegan.bench import main
 from cyclegan.data.shard import main as shard_main
+from cyclegan.models import Discriminator, Generator
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +50,40 @@ def test_loader_too_few_samples_is_one_line(shards: Path, capsys: pytest.Capture
                  "--crop-size", "32"]) == 1  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert err.startswith("cyclegan-bench: error: ") and "\n" not in err
+
+
+TINY = ["--ngf", "4", "--ndf", "4", "--blocks", "1", "--size", "32", "--workers", "1"]
+
+
+def test_train_report(shards: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "train.json"
+    args = ["train", *TINY, "--batch", "2", "--precision", "fp32", "--steps", "3", "--warmup", "1",
+            "--shards", str(shards), "--peak-tflops", "0.5", "--json", str(report_path)]  # fmt: skip
+    assert main(args) == 0
+    rows = {row["name"]: row for row in json.loads(report_path.read_text())["rows"]}
+    ours, seed = rows["this project"], rows["seed-style"]
+    assert (seed["batch"], seed["precision"], seed["compile"], seed["loader"]) == (1, "fp32", False, "seed-style")
+    assert ours["vs_seed_style"] == pytest.approx(ours["pairs_per_s"] / seed["pairs_per_s"])
+    for row in rows.values():
+        assert row["batches"] == 3 and 0 <= row["data_wait_frac"] <= 1
+        assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 0.5)
+    # FLOPs are linear in the batch, and lie between "every model forward once" and "forward + 2x backward".
+    assert ours["tflop_per_pair"] == pytest.approx(seed["tflop_per_pair"], rel=1e-6)
+    forward = 6 * _forward_flops(Generator(n_residual_blocks=1, ngf=4)) + 6 * _forward_flops(Discriminator(ndf=4))
+    assert forward < ours["tflop_per_pair"] * 1e12 < 3 * forward
+
+
+def _forward_flops(model: torch.nn.Module) -> int:
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 32, 32))
+    return counter.get_total_flops()
+
+
+def test_train_compiled_bf16_on_synthetic_batches(tmp_path: Path) -> None:
+    report_path = tmp_path / "train.json"
+    args = ["train", *TINY, "--batch", "2", "--precision", "bf16", "--compile", "--steps", "2", "--warmup", "1",
+            "--no-baseline", "--json", str(report_path)]  # fmt: skip
+    assert main(args) == 0
+    (row,) = json.loads(report_path.read_text())["rows"]
+    assert (row["precision"], row["compile"], row["loader"]) == ("bf16", True, "synthetic")
+    assert "mfu" not in row and "vs_seed_style" not in row  # no peak known for a CPU; no baseline run
