@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from PIL import Image
 from torch import nn
 
@@ -214,6 +213,8 @@ def shard_batches(pattern: str, limit: int | None, keys: list[str]) -> Iterator[
     Yields ``photo`` (1 x 3 x H x W in [-1, 1]) and ``label`` (1 x H x W int64), the
     training batch contract; appends each sample's key to ``keys``.
     """
+    import webdataset as wds  # here, so training (which imports this module) runs where it is not installed
+
     for sample in wds.WebDataset(pattern, shardshuffle=False, empty_check=False):
         where = f"{sample['__url__']}: {sample['__key__']}"
         if "jpg" not in sample or "label.png" not in sample:

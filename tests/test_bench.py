@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,13 @@ def test_train_compiled_bf16_on_synthetic_batches(tmp_path: Path) -> None:
     (row,) = json.loads(report_path.read_text())["rows"]
     assert (row["precision"], row["compile"], row["loader"]) == ("bf16", True, "synthetic")
     assert "mfu" not in row and "vs_seed_style" not in row  # no peak known for a CPU; no baseline run
+
+
+def test_training_path_imports_no_optional_packages() -> None:
+    """GPU hosts may lack webdataset, W&B and DALI: the trainer and benchmarks must import without them."""
+    code = (
+        "import sys, cyclegan.bench, cyclegan.train; "
+        "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
