@@ -348,17 +348,23 @@ def _batches(setup: StepSetup, cfg: Any, device: torch.device) -> Iterable[dict]
             yield {k: batch[k].to(device, non_blocking=True) for k in ("photo", "seg")}
 
 
+def _reset_accelerate() -> None:
+    """Accelerate keeps one process-wide state, fixed by the first Accelerator."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _step(cfg: Any, device: torch.device, compile_mode: str) -> Any:
     """The trainer's own pieces: models, optimizers, buffers, an Accelerator, the TrainStep."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     from cyclegan.losses import CycleGANModels, LossWeights
     from cyclegan.scheduler import ReplayBuffer
     from cyclegan.step import TrainStep
     from cyclegan.train import build_models, build_optimizers
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # each row picks its own precision
+    _reset_accelerate()  # each row picks its own precision
     acc = Accelerator(mixed_precision=cfg.train.precision, cpu=device.type == "cpu")
     torch.manual_seed(0)
     raw = build_models(cfg)
@@ -441,9 +447,12 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         if shards is None and any(s.loader != "synthetic" for s in setups):
             shards = synthetic_shards(Path(tmp), args.images, load_size_for(args.size))["original size"]
         rows = []
-        for setup in setups:
-            rows.append(measure_step(args, setup, shards))
-            print(f"  {setup.name}: {rows[-1]['pairs_per_s']:.2f} pairs/s", flush=True)
+        try:
+            for setup in setups:
+                rows.append(measure_step(args, setup, shards))
+                print(f"  {setup.name}: {rows[-1]['pairs_per_s']:.2f} pairs/s", flush=True)
+        finally:
+            _reset_accelerate()  # leave no process-wide precision behind for the caller
     if args.baseline:
         for row in rows:
             row["vs_seed_style"] = row["pairs_per_s"] / rows[-1]["pairs_per_s"]

@@ -55,11 +55,12 @@ def close(self) -> None:
     real_close(self)
 
 
-cyclegan.train.build_loader = build_loader
-cyclegan.checkpoint.export_network = export_network
-cyclegan.train.Trainer.close = close
+if __name__ == "__main__":  # loader workers start from a fork server, which imports this file again
+    cyclegan.train.build_loader = build_loader
+    cyclegan.checkpoint.export_network = export_network
+    cyclegan.train.Trainer.close = close
 
-code = cyclegan.train.main(sys.argv[1:])
-record_dir.mkdir(parents=True, exist_ok=True)
-torch.save({"seen": seen, "exports": exports, "weights": final}, record_dir / f"rank{rank}.pt")
-sys.exit(code)
+    code = cyclegan.train.main(sys.argv[1:])
+    record_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"seen": seen, "exports": exports, "weights": final}, record_dir / f"rank{rank}.pt")
+    sys.exit(code)

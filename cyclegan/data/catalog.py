@@ -19,9 +19,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
+import torch
+
+from cyclegan.config import DataConfig
 
 MANIFEST = "manifest.json"
 PHOTO, LABEL = "jpg", "label.png"
@@ -53,15 +55,35 @@ class Split:
     samples: list[Sample]
 
 
-class ShardLoader(Protocol):
-    """What the trainer sees of a loader."""
+class ShardLoader:
+    """What the trainer sees of a loader, and what both loaders share: this rank's block of
+    the split and the number of batches every rank runs."""
 
-    name: str
-    batches_per_epoch: int
+    name = ""
+
+    def __init__(
+        self,
+        split: Split,
+        cfg: DataConfig,
+        *,
+        rank: int,
+        world_size: int,
+        device: torch.device | str,
+        seed: int,
+        train: bool,
+    ) -> None:
+        self.split, self.cfg = split, cfg
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.seed, self.train = seed, train
+        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
+        self.block = rank_block(len(split.samples), rank, world_size)
+        self.batches_per_epoch = batches_per_epoch(
+            len(split.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
+        )
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict]:
         """The epoch's batches after the first ``skip_batches`` (resuming mid-epoch)."""
-        ...
+        raise NotImplementedError
 
 
 def read_split(shards: str | Path, split: str) -> Split:

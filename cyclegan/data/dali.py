@@ -19,16 +19,13 @@ from typing import Any
 
 import torch
 
-from cyclegan.config import DataConfig
 from cyclegan.data.catalog import (
     LABEL,
     PHOTO,
     CorruptSampleError,
     LoaderError,
-    Split,
-    batches_per_epoch,
+    ShardLoader,
     epoch_seed,
-    rank_block,
 )
 from cyclegan.data.fallback import decode_label, decode_photo, read_part
 from cyclegan.palette import TRAIN_PALETTE
@@ -47,25 +44,17 @@ def dali_available() -> tuple[bool, str]:
     return True, "nvidia-dali is installed"
 
 
-def _build(
-    split: Split,
-    cfg: DataConfig,
-    *,
-    rank: int,
-    world_size: int,
-    device: torch.device,
-    seed: int,
-    train: bool,
-    paired: bool,
-) -> Any:
+def _build(loader: DaliLoader, seed: int) -> Any:
+    """The DALI graph of one epoch of ``loader``, seeded by ``seed``."""
     from nvidia.dali import fn, pipeline_def, types
 
-    gpu = device.type == "cuda"
+    cfg, train, paired = loader.cfg, loader.train, loader.paired
+    gpu = loader.device.type == "cuda"
     reader = {
-        "paths": [str(p) for p in split.tars],
-        "index_paths": [str(p) for p in split.indexes],
-        "shard_id": rank,
-        "num_shards": world_size,
+        "paths": [str(p) for p in loader.split.tars],
+        "index_paths": [str(p) for p in loader.split.indexes],
+        "shard_id": loader.rank,
+        "num_shards": loader.world_size,
         "random_shuffle": train,
         "initial_fill": SHUFFLE_BUFFER,
         "missing_component_behavior": "error",
@@ -118,7 +107,7 @@ def _build(
     return graph(
         batch_size=cfg.batch_size,
         num_threads=max(1, cfg.num_workers),
-        device_id=(device.index or 0) if gpu else None,
+        device_id=(loader.device.index or 0) if gpu else None,
         seed=seed,
         prefetch_queue_depth=2,
     )
@@ -133,43 +122,15 @@ def _sources(padded: torch.Tensor) -> list[tuple[str, str]]:
     return [(info.split(":", 1)[0], info.rsplit(":", 1)[-1].split(".", 1)[0]) for info in infos]
 
 
-class DaliLoader:
+class DaliLoader(ShardLoader):
     """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
 
     name = "dali"
 
-    def __init__(
-        self,
-        split: Split,
-        cfg: DataConfig,
-        *,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        seed: int,
-        train: bool,
-    ) -> None:
-        self.split, self.cfg = split, cfg
-        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
-        self.seed, self.train = seed, train
-        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
-        self.batches_per_epoch = batches_per_epoch(
-            len(split.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
-        )
-
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, Any]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        pipe = _build(
-            self.split,
-            self.cfg,
-            rank=self.rank,
-            world_size=self.world_size,
-            device=self.device,
-            seed=epoch_seed(self.seed, epoch, self.rank),
-            train=self.train,
-            paired=self.paired,
-        )
+        pipe = _build(self, epoch_seed(self.seed, epoch, self.rank))
         iterator = DALIGenericIterator(
             [pipe], OUTPUTS, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
         )
@@ -202,8 +163,7 @@ class DaliLoader:
     def _explain(self, error: RuntimeError) -> LoaderError:
         """DALI's decode errors do not say which sample: find it by decoding this rank's block."""
         files: dict[Any, Any] = {}
-        block = rank_block(len(self.split.samples), self.rank, self.world_size)
-        for sample in (self.split.samples[i] for i in block):
+        for sample in (self.split.samples[i] for i in self.block):
             try:
                 decode_photo(sample, read_part(sample, PHOTO, files))
                 decode_label(sample, read_part(sample, LABEL, files))

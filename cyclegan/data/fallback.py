@@ -25,16 +25,13 @@ from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
-from cyclegan.config import DataConfig
 from cyclegan.data.catalog import (
     LABEL,
     PHOTO,
     CorruptSampleError,
     Sample,
-    Split,
-    batches_per_epoch,
+    ShardLoader,
     epoch_seed,
-    rank_block,
 )
 from cyclegan.palette import ids_to_seg
 
@@ -183,30 +180,14 @@ def _worker_context() -> Any:
     return context
 
 
-class TorchLoader:
+class TorchLoader(ShardLoader):
     """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
 
     name = "torch"
 
-    def __init__(
-        self,
-        split: Split,
-        cfg: DataConfig,
-        *,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        seed: int,
-        train: bool,
-    ) -> None:
-        self.samples = split.samples
-        self.cfg = cfg
-        self.rank, self.device, self.seed, self.train = rank, torch.device(device), seed, train
-        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
-        self.block = rank_block(len(self.samples), rank, world_size)
-        self.batches_per_epoch = batches_per_epoch(
-            len(self.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.samples = self.split.samples
         self.gpu_decode = self.device.type == "cuda"
         self._batches = _EpochBatches()
         self._loader: DataLoader | None = None
