@@ -311,6 +311,7 @@ def _config(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
         cfg.train,
         precision="no" if setup.precision == "fp32" else setup.precision,
         compile=setup.compile,
+        compile_mode=setup.compile_mode,
         channels_last=setup.channels_last,
     )
     return cfg
@@ -355,29 +356,23 @@ def _reset_accelerate() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _step(cfg: Any, device: torch.device, compile_mode: str) -> Any:
+def _step(cfg: Any, device: torch.device) -> Any:
     """The trainer's own pieces: models, optimizers, buffers, an Accelerator, the TrainStep."""
     from accelerate import Accelerator
 
-    from cyclegan.losses import CycleGANModels, LossWeights
+    from cyclegan.losses import LossWeights
     from cyclegan.scheduler import ReplayBuffer
     from cyclegan.step import TrainStep
-    from cyclegan.train import build_models, build_optimizers
+    from cyclegan.train import build_models, build_optimizers, prepare_models
 
     _reset_accelerate()  # each row picks its own precision
     acc = Accelerator(mixed_precision=cfg.train.precision, cpu=device.type == "cpu")
     torch.manual_seed(0)
-    raw = build_models(cfg)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    for model in vars(raw).values():
-        model.to(acc.device, memory_format=memory_format)
-    opt_g, opt_d = build_optimizers(raw, cfg)
-    *nets, opt_g, opt_d = acc.prepare(*vars(raw).values(), opt_g, opt_d)
-    if cfg.train.compile:
-        nets = [torch.compile(n, mode=None if compile_mode == "default" else compile_mode) for n in nets]
+    raw = build_models(cfg, acc.device)
+    models, opt_g, opt_d = prepare_models(acc, raw, *build_optimizers(raw, cfg), cfg)
     buffers = (ReplayBuffer(cfg.optim.replay_size, 0), ReplayBuffer(cfg.optim.replay_size, 1))
     weights = LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity)
-    return TrainStep(acc, CycleGANModels(*nets), opt_g, opt_d, buffers, weights, cfg.train.channels_last)
+    return TrainStep(acc, models, opt_g, opt_d, buffers, weights, cfg.train.channels_last)
 
 
 def count_flops(cfg: Any, device: torch.device) -> int:
@@ -387,7 +382,7 @@ def count_flops(cfg: Any, device: torch.device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     eager = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="no", compile=False))
-    step = _step(eager, device, "default")
+    step = _step(eager, device)
     batch = synthetic_batch(cfg.data.batch_size, cfg.data.crop_size, device)
     step(batch)  # fill the replay buffers first, as in steady state
     with FlopCounterMode(display=False) as counter:
@@ -399,7 +394,7 @@ def measure_step(args: argparse.Namespace, setup: StepSetup, shards: Path | None
     device = torch.device(args.device)
     cfg = _config(args, setup, shards)
     flops = count_flops(cfg, device)
-    step = _step(cfg, device, setup.compile_mode)
+    step = _step(cfg, device)
     batches = iter(_batches(setup, cfg, device))
     for _ in range(args.warmup):  # compilation, cuDNN autotuning, worker start-up
         step(next(batches))

@@ -82,6 +82,9 @@ class TrainConfig:
     """no | bf16 | fp16 autocast (fp16 uses loss scaling)."""
     compile: bool = False
     """torch.compile the four networks."""
+    compile_mode: str = "default"
+    """torch.compile mode: default, max-autotune (searches kernels; slow first steps) or
+    reduce-overhead (CUDA graphs: the crop size is fixed, so shapes are static)."""
     channels_last: bool = True
     """NHWC memory format: faster convolutions on tensor-core GPUs."""
     resume: str = ""
@@ -128,6 +131,7 @@ class Config:
 CHOICES = {
     "data.loader": ("auto", "dali", "torch"),
     "train.precision": ("no", "bf16", "fp16"),
+    "train.compile_mode": ("default", "max-autotune", "reduce-overhead"),
     "wandb.mode": ("online", "offline", "disabled"),
 }
 

@@ -45,14 +45,32 @@ class TrainingError(RuntimeError):
     """A run that cannot continue, phrased for the user."""
 
 
-def build_models(cfg: Config) -> CycleGANModels:
+def build_models(cfg: Config, device: torch.device | str = "cpu") -> CycleGANModels:
+    """The four networks on ``device``, in the configured memory layout."""
     m = cfg.model
-    return CycleGANModels(
+    models = CycleGANModels(
         real2seg=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
         seg2real=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
         disc_real=Discriminator(ndf=m.ndf),
         disc_seg=Discriminator(ndf=m.ndf),
     )
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    for model in vars(models).values():
+        model.to(device, memory_format=memory_format)
+    return models
+
+
+def prepare_models(
+    accelerator: Any, raw: CycleGANModels, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, cfg: Config
+) -> tuple[CycleGANModels, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Accelerate's wrapping (DDP, autocast), then ``torch.compile`` if asked; shared with cyclegan-bench."""
+    if accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
+    *nets, opt_g, opt_d = accelerator.prepare(*vars(raw).values(), opt_g, opt_d)
+    if cfg.train.compile:
+        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
+        nets = [torch.compile(n, mode=mode) for n in nets]
+    return CycleGANModels(*nets), opt_g, opt_d
 
 
 def build_optimizers(models: CycleGANModels, cfg: Config) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -128,13 +146,7 @@ class Trainer:
         self.global_step = 0
         self.wandb_run_id: str | None = None
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        if accelerator.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
-
-        self.raw = build_models(cfg)
-        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        for m in vars(self.raw).values():
-            m.to(accelerator.device, memory_format=memory_format)
+        self.raw = build_models(cfg, accelerator.device)
         self.opt_g, self.opt_d = build_optimizers(self.raw, cfg)
         # Plain schedulers, not prepared: Accelerate would step them once per process.
         rule = linear_decay(cfg.optim.epochs, cfg.optim.decay_epoch)
@@ -149,13 +161,11 @@ class Trainer:
         if resume_path is not None:
             self._load(resume_path)
 
-        prepared = accelerator.prepare(*vars(self.raw).values(), self.opt_g, self.opt_d)
-        *nets, self.opt_g_prepared, self.opt_d_prepared = prepared
+        self.models, self.opt_g_prepared, self.opt_d_prepared = prepare_models(
+            accelerator, self.raw, self.opt_g, self.opt_d, cfg
+        )
         if self._scaler_state is not None and getattr(accelerator, "scaler", None) is not None:
             accelerator.scaler.load_state_dict(self._scaler_state)  # fp16 loss scale continues
-        if cfg.train.compile:
-            nets = [torch.compile(n) for n in nets]
-        self.models = CycleGANModels(*nets)
         weights = LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity)
         self.step = TrainStep(
             accelerator,
