@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
-from cyclegan.config import WandbConfig
+from cyclegan.config import ConfigError, WandbConfig
 from cyclegan.palette import class_labels, seg_to_ids
 
 GRID_COLUMNS = ("photo", "G(photo)", "F(G(photo))", "seg", "F(seg)", "G(F(seg))")
@@ -53,7 +53,7 @@ class RunLogger:
         try:
             import wandb
         except ImportError:
-            raise RuntimeError("wandb.mode is not 'disabled' but wandb is not installed (pip install wandb)") from None
+            raise ConfigError(f"wandb.mode={cfg.mode} needs wandb: pip install wandb") from None
         self.wandb = wandb
         self.run = wandb.init(
             project=cfg.project,

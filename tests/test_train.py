@@ -155,6 +155,14 @@ def test_wandb_offline_run_has_a_sample_image_per_epoch(shards: Path, tmp_path: 
         else ""
     )
     assert "samples/segmentation" in history or list(runs[0].glob("files/media/images/samples/segmentation_*"))
+    # A resumed run continues the same W&B run (same id; offline mode writes a second folder for it).
+    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--optim.epochs", "3", "--resume", "auto")
+    env = subprocess_env(WANDB_SILENT="true")
+    cmd = [sys.executable, "-m", "cyclegan.train", *more]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ids = {run.name.rsplit("-", 1)[-1] for run in (tmp_path / "wandb").glob("offline-run-*")}
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2 and len(run_ids) == 1
 
 
 def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
