@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from PIL import Image
 from cyclegan.config import DataConfig
 from cyclegan.data import CorruptSampleError, LoaderError, build_loader, choose_loader
 from cyclegan.data.catalog import read_split
+from cyclegan.data.shard import _add_member
 from cyclegan.data.shard import main as shard_main
 from cyclegan.palette import ids_to_seg
 
@@ -203,3 +207,32 @@ def test_unreadable_shards_are_one_line_errors(shards: Path, tmp_path: Path) -> 
     next(copy.glob("training-*.idx")).write_text("v1.2 1\njpg 512 100\n")
     with pytest.raises(LoaderError, match=r"\.idx: line 2: expected groups"):
         _load(_cfg(copy, "dali"))
+
+
+def _handmade_shards(root: Path, photo_size: tuple[int, int], label_size: tuple[int, int]) -> Path:
+    """One training shard of two samples written by hand (cyclegan-shard refuses mismatched sizes)."""
+    root.mkdir()
+    lines = []
+    with tarfile.open(root / "training-000000.tar", "w") as tar:
+        for i in range(2):
+            photo, label = io.BytesIO(), io.BytesIO()
+            Image.new("RGB", photo_size[::-1], (90, 120, 150)).save(photo, "JPEG")
+            Image.new("L", label_size[::-1], 3).save(label, "PNG")
+            members = {"jpg": photo.getvalue(), "label.png": label.getvalue()}
+            lines.append(" ".join(_add_member(tar, f"KEY{i}.{ext}", data) for ext, data in members.items()))
+    (root / "training-000000.idx").write_text("v1.2 2\n" + "".join(f"{line}\n" for line in lines))
+    manifest = {"splits": {"training": {"shards": ["training-000000.tar"], "shard_samples": [2], "samples": 2}}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_label_of_another_size_is_named(tmp_path: Path, loader: str) -> None:
+    shards = _handmade_shards(tmp_path / "shards", photo_size=(40, 48), label_size=(40, 44))
+    with pytest.raises(
+        CorruptSampleError, match=r"training-000000\.tar: KEY0: photo is \(40, 48\) but its label is \(40, 44\)"
+    ):
+        next(iter(_load(_cfg(shards, loader), train=False).epoch(0)))
+    good = _handmade_shards(tmp_path / "good", photo_size=(40, 48), label_size=(40, 48))
+    batch = next(iter(_load(_cfg(good, loader), train=False).epoch(0)))
+    assert batch["key"] == ["KEY0", "KEY1"] and int(batch["label"].unique()) == 3

@@ -87,7 +87,7 @@ def _build(loader: DaliLoader, seed: int) -> Any:
         seg_crop = photo_crop if paired else crop_params()
 
         photo = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
-        photo_size = photo.shape()
+        photo_size = fn.peek_image_shape(jpg)  # from the JPEG header, on the CPU even in mixed mode
         photo = fn.resize(photo, resize_shorter=cfg.load_size, antialias=True)
         photo = crop(photo, photo_crop, dtype=types.FLOAT, output_layout="CHW", mean=[127.5] * 3, std=[127.5] * 3)
 
