@@ -90,12 +90,13 @@ def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path,
         assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
 
 
-def test_two_processes_ddp(shards: Path, tmp_path: Path):
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
     out, record = tmp_path / "run", tmp_path / "record"
     cmd = accelerate_cmd(
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", "29541",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out),
+        str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out, "--data.loader", loader),
     )  # fmt: skip
     env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
