@@ -6,6 +6,7 @@ never imported, so hosts without it (or without network) train the same way.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
 
 
 class RunLogger:
-    """W&B run (optional) of the main process; ``run_id`` lets a resumed run continue it."""
+    """The main process's record of a run: ``metrics.jsonl`` in the output folder (always; readable
+    where W&B is not installed or allowed) and the W&B run (optional; ``run_id`` lets a resumed run
+    continue it)."""
 
     def __init__(self, cfg: WandbConfig, config: dict[str, Any], out_dir: Path, run_id: str | None) -> None:
         self.run = None
+        self.metrics_path = out_dir / "metrics.jsonl"
         if cfg.mode == "disabled":
             return
         try:
@@ -71,6 +75,8 @@ class RunLogger:
         return None if self.run is None else self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
 

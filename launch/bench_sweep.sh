@@ -4,12 +4,13 @@
 #   bash launch/bench_sweep.sh eager      # batch 1/8/16/32 x fp32/bf16, eager, + seed-style baseline
 #   bash launch/bench_sweep.sh compile    # the same with torch.compile (first compile ~1 min per shape)
 #   bash launch/bench_sweep.sh data       # loaders at batch 32 (nvJPEG), and training on the real loader
+#   bash launch/bench_sweep.sh train      # cyclegan-train itself: ~4 min, bf16 + compile, batch 16 at 256²
 #   bash launch/bench_sweep.sh table      # one markdown table from every JSON written so far
 #
 # JSON per configuration goes to $OUT (default ./bench_out); each run is capped by $LIMIT seconds
 # (default 150) so one slow configuration cannot eat the rest of the budget.
 set -uo pipefail
-phase=${1:?usage: bench_sweep.sh eager|compile|data|table}
+phase=${1:?usage: bench_sweep.sh eager|compile|data|train|table}
 out=${OUT:-bench_out}
 limit=${LIMIT:-150}
 mkdir -p "$out"
@@ -42,6 +43,18 @@ data)
     run train_real_loader_bf16_b16 train --size 256 --batch 16 --precision bf16 --steps 60 --warmup 5 \
         --loader torch --workers 12 --images 512 --no-baseline
     ;;
+train)
+    # ADE20K-like photos (about 512x683), sharded as the README recommends, then a real run that
+    # the time limit ends with SIGTERM (state saved, exit 0). Throughput, data wait and memory
+    # are in $out/run/metrics.jsonl, the grids in $out/run/samples/.
+    data=$out/synthetic
+    "$py" -c "from cyclegan.data.synthetic import make_synthetic_ade20k as m; m('$data', n_train=800, n_val=16, size=(512, 683), size_jitter=0.1)"
+    "$py" -m cyclegan.data.shard --root "$data" --out "$data/shards" --short-side 286 --workers 8 >/dev/null
+    timeout -s TERM "${TRAIN_SECONDS:-240}" "$py" -m cyclegan.train --config configs/ade20k.yaml \
+        --data.shards "$data/shards" --data.batch_size 16 --data.num_workers 8 --train.out_dir "$out/run" \
+        --train.resume "" --train.eval_every 0 --train.log_every 10 --wandb.mode disabled --optim.epochs 400
+    tail -n 3 "$out/run/metrics.jsonl"
+    ;;
 table)
     "$py" - "$out" <<'EOF'
 import json, sys
@@ -63,7 +76,7 @@ for stem, gpu, r in rows:
 EOF
     ;;
 *)
-    echo "unknown phase $phase (eager|compile|data|table)" >&2
+    echo "unknown phase $phase (eager|compile|data|train|table)" >&2
     exit 2
     ;;
 esac

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -52,9 +53,16 @@ def test_single_process_outputs(reference_run: Path):
     assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 16)
     assert final["config"]["model"]["ngf"] == 8
     assert (reference_run / "config.yaml").is_file()
-    # The LR rule: epoch 2 of 2 with decay from epoch 1 ran at half the base LR, and the
-    # scheduler has stepped to 0 for the (non-existent) epoch 3.
+    # The LR rule: decay starts after epoch index 1 (the second and last epoch, still at the
+    # base LR), so the scheduler has stepped to 0 for the (non-existent) third epoch.
     assert final["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+    # Metrics every train.log_every=2 steps, also without W&B.
+    logged = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == list(range(2, 17, 2))
+    for m in logged:
+        assert {"train/loss_G", "train/loss_D", "train/loss_cycle_photo", "train/lr", "perf/pairs_per_s"} <= m.keys()
+        assert 0 <= m["perf/data_wait_frac"] <= 1
+    assert [m["train/lr"] for m in logged] == [2e-4] * 8
 
 
 def test_resume_from_epoch_checkpoint_is_bit_identical(reference_run: Path, shards: Path, tmp_path: Path):
