@@ -1,9 +1,11 @@
-"""Throughput benchmarks that print numbers: ``cyclegan-bench loader``.
+"""Throughput benchmarks that print numbers: ``cyclegan-bench loader`` and ``cyclegan-bench train``.
 
     # pairs/s of DALI, the torchvision fallback and a seed-style PIL loader, on shards made here
     cyclegan-bench loader
     # on your own shards, the GPU (DALI mixed decode, torchvision nvJPEG), batch 32
     cyclegan-bench loader --shards data/shards --device cuda --batch 32 --workers 8 --json loader.json
+    # the training step: pairs/s, FLOPs, MFU, data wait, next to a seed-style baseline
+    cyclegan-bench train --batch 16 --precision bf16 --compile --json train.json
 
 Without ``--shards`` it writes synthetic ADE20K-like images (about 512 x 683 JPEGs, like the
 real photos) and shards them twice: at their original size, and with ``--short-side`` set to
@@ -103,10 +105,16 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
         print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
-def write_json(path: Path | None, report: dict[str, Any]) -> None:
+def report(benchmark: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a benchmark returns: where it ran, with which options, and its rows."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "columns")}
+    return {"benchmark": benchmark, "machine": machine(), "settings": settings, "rows": rows}
+
+
+def write_json(path: Path | None, result: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, default=str) + "\n")  # Paths as text
+        path.write_text(json.dumps(result, indent=1, default=str) + "\n")  # Paths as text
         print(f"wrote {path}")
 
 
@@ -211,16 +219,11 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 rows.append(row)
                 print(f"  {shards_name}: {name}: {row['pairs_per_s']:.0f} pairs/s", flush=True)
-    for row in rows:
-        baseline = (
-            next(r for r in rows if r["shards"] == row["shards"] and r["loader"] == "seed-style")
-            if "seed-style" in args.loaders
-            else None
-        )
-        if baseline is not None:
-            row["vs_seed_style"] = row["pairs_per_s"] / baseline["pairs_per_s"]
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "columns")}
-    return {"benchmark": "loader", "machine": machine(), "settings": {**settings, "device": str(device)}, "rows": rows}
+    if "seed-style" in args.loaders:
+        baselines = {row["shards"]: row["pairs_per_s"] for row in rows if row["loader"] == "seed-style"}
+        for row in rows:
+            row["vs_seed_style"] = row["pairs_per_s"] / baselines[row["shards"]]
+    return report("loader", args, rows)
 
 
 LOADER_COLUMNS = [
@@ -451,8 +454,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.baseline:
         for row in rows:
             row["vs_seed_style"] = row["pairs_per_s"] / rows[-1]["pairs_per_s"]
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "columns")}
-    return {"benchmark": "train", "machine": machine(), "settings": settings, "rows": rows}
+    return report("train", args, rows)
 
 
 TRAIN_COLUMNS = [
@@ -540,13 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = args.func(args)
+        result = args.func(args)
     except LoaderError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    print(f"\n{args.command} benchmark; " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()))
-    print_table(report["rows"], args.columns)
-    write_json(args.json, report)
+    print(f"\n{args.command} benchmark; " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()))
+    print_table(result["rows"], args.columns)
+    write_json(args.json, result)
     return 0
 
 
