@@ -79,8 +79,13 @@ def ids_to_seg(ids: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torc
     scaling); the result is a channels-last view, the layout training uses anyway."""
     if ids.dtype.is_floating_point:
         raise TypeError(f"class ids must be an integer tensor, got {ids.dtype}")
-    table = palette.to(device=ids.device, dtype=torch.float32) / 127.5 - 1.0
+    table = seg_colours(palette).to(ids.device)
     return torch.nn.functional.embedding(ids.long().clamp(0, palette.shape[0] - 1), table).movedim(-1, -3)
+
+
+def seg_colours(palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:
+    """The palette on the generators' [-1, 1] scale: (classes, 3) float32."""
+    return palette.to(torch.float32) / 127.5 - 1.0
 
 
 def seg_to_ids(seg: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:

@@ -28,7 +28,7 @@ from cyclegan.data.catalog import (
     epoch_seed,
 )
 from cyclegan.data.fallback import decode_label, decode_photo, read_part
-from cyclegan.palette import TRAIN_PALETTE
+from cyclegan.palette import seg_colours
 
 SHUFFLE_BUFFER = 1024
 """Samples DALI's reader shuffles among (its shuffle is a buffer; the shards are pre-shuffled)."""
@@ -59,7 +59,7 @@ def _build(loader: DaliLoader, seed: int) -> Any:
         "initial_fill": SHUFFLE_BUFFER,
         "missing_component_behavior": "error",
     }
-    palette = (TRAIN_PALETTE.float() / 127.5 - 1.0).tolist()
+    palette = seg_colours().tolist()
 
     def crop_params() -> tuple[Any, Any, Any]:
         if not train:
