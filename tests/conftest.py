@@ -15,9 +15,7 @@ SYNTHETIC = {"n_train": 10, "n_val": 3, "size": (48, 64), "size_jitter": 0.3, "g
 @pytest.fixture(scope="session")
 def scene_parsing_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``ADEChallengeData2016`` folder."""
-    return make_synthetic_ade20k(
-        tmp_path_factory.mktemp("scene_parsing"), layout="scene-parsing", **SYNTHETIC
-    )
+    return make_synthetic_ade20k(tmp_path_factory.mktemp("scene_parsing"), layout="scene-parsing", **SYNTHETIC)
 
 
 @pytest.fixture(scope="session")

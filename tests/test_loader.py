@@ -236,3 +236,17 @@ def test_label_of_another_size_is_named(tmp_path: Path, loader: str) -> None:
     good = _handmade_shards(tmp_path / "good", photo_size=(40, 48), label_size=(40, 48))
     batch = next(iter(_load(_cfg(good, loader), train=False).epoch(0)))
     assert batch["key"] == ["KEY0", "KEY1"] and int(batch["label"].unique()) == 3
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator")
+def test_device_decode_path_matches_worker_decode(shards: Path) -> None:
+    """On CUDA the fallback ships JPEG bytes and decodes whole batches in the training process;
+    that path (``decode_jpeg`` on a list, then per-image resize/crop) runs here on the CPU."""
+    cfg = _cfg(shards, "torch", load_size=36, paired=True)
+    in_workers = list(_load(cfg).epoch(1))
+    device_path = _load(cfg)
+    device_path.gpu_decode = True  # what a CUDA device sets
+    in_process = list(device_path.epoch(1))
+    assert [b["key"] for b in in_process] == [b["key"] for b in in_workers]
+    for a, b in zip(in_process, in_workers, strict=True):
+        assert torch.equal(a["photo"], b["photo"]) and torch.equal(a["label"], b["label"])

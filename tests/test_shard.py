@@ -80,9 +80,7 @@ def test_scene_parsing_round_trip(scene_parsing_dataset: Path, tmp_path: Path) -
         assert summary["class_pixels"] == pixels.tolist()
 
 
-def test_full_layout_matches_scene_parsing(
-    scene_parsing_dataset: Path, full_dataset: Path, tmp_path: Path
-) -> None:
+def test_full_layout_matches_scene_parsing(scene_parsing_dataset: Path, full_dataset: Path, tmp_path: Path) -> None:
     """Same scenes in both layouts: the class map turns R/10*256+G back into the 150-class labels."""
     class_map = full_dataset / CLASS_MAP_FILE
     assert run(full_dataset, tmp_path / "full", "--class-map", str(class_map)) == 0
@@ -113,9 +111,7 @@ def test_layout_detection(scene_parsing_dataset: Path, full_dataset: Path, tmp_p
     assert run(full_dataset.parent, tmp_path / "a", "--class-map", str(full_dataset / CLASS_MAP_FILE)) == 0
     assert f"full layout at {full_dataset}" in capsys.readouterr().out
 
-    with pytest.raises(
-        SystemExit
-    ) as exit_info:  # full layout, no class map: usage error saying what is needed
+    with pytest.raises(SystemExit) as exit_info:  # full layout, no class map: usage error saying what is needed
         run(full_dataset, tmp_path / "b")
     assert exit_info.value.code == 2
     assert "--class-map" in (err := capsys.readouterr().err) and "objects.txt" in err
@@ -215,9 +211,7 @@ def test_exif_orientation_applied_to_photo_and_label(tmp_path: Path) -> None:
     assert photo.size == label.size == upright.size == (40, 60)
     assert 0x0112 not in photo.getexif(), "no orientation tag left for a decoder to apply twice"
     assert np.abs(np.asarray(photo, dtype=float) - np.asarray(upright, dtype=float)).mean() < 8
-    np.testing.assert_array_equal(
-        label, np.asarray(Image.fromarray(labels).transpose(Image.Transpose.ROTATE_270))
-    )
+    np.testing.assert_array_equal(label, np.asarray(Image.fromarray(labels).transpose(Image.Transpose.ROTATE_270)))
 
 
 def test_conversions_and_keys(scene_parsing_dataset: Path, tmp_path: Path) -> None:

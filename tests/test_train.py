@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from train_helpers import (
     accelerate_cmd,
     load_export,
     make_shards,
+    run_group,
     same_weights,
     subprocess_env,
     tiny_args,
@@ -107,7 +109,7 @@ def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
         str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out, "--data.loader", loader),
     )  # fmt: skip
     env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_group(cmd, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in ranks[0]["weights"]:
@@ -134,10 +136,16 @@ def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         for rank in (0, 1)
     ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    try:
+        outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert "on 2 process(es)" in outputs[0]
     assert (tmp_path / "real2seg_gen_1.pt").is_file()
@@ -145,13 +153,9 @@ def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
 
 def test_wandb_offline_run_has_a_sample_image_per_epoch(shards: Path, tmp_path: Path):
     pytest.importorskip("wandb")
-    proc = subprocess.run(
-        [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--wandb.mode", "offline")],
-        cwd=REPO,
-        env=subprocess_env(WANDB_SILENT="true"),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    env = subprocess_env(WANDB_SILENT="true")
+    proc = run_group(
+        [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--wandb.mode", "offline")], env
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -166,9 +170,7 @@ def test_wandb_offline_run_has_a_sample_image_per_epoch(shards: Path, tmp_path: 
     assert "samples/segmentation" in history or list(runs[0].glob("files/media/images/samples/segmentation_*"))
     # A resumed run continues the same W&B run (same id; offline mode writes a second folder for it).
     more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--optim.epochs", "3", "--resume", "auto")
-    env = subprocess_env(WANDB_SILENT="true")
-    cmd = [sys.executable, "-m", "cyclegan.train", *more]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_group([sys.executable, "-m", "cyclegan.train", *more], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_ids = {run.name.rsplit("-", 1)[-1] for run in (tmp_path / "wandb").glob("offline-run-*")}
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2 and len(run_ids) == 1
