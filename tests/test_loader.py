@@ -250,3 +250,14 @@ def test_device_decode_path_matches_worker_decode(shards: Path) -> None:
     assert [b["key"] for b in in_process] == [b["key"] for b in in_workers]
     for a, b in zip(in_process, in_workers, strict=True):
         assert torch.equal(a["photo"], b["photo"]) and torch.equal(a["label"], b["label"])
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_shard_gone_after_start_is_one_line(shards: Path, tmp_path: Path, loader: str) -> None:
+    copy = shutil.copytree(shards, tmp_path / "shards")
+    built = _load(_cfg(copy, loader), train=False)
+    (copy / "training-000001.tar").unlink()
+    with pytest.raises(LoaderError) as error:
+        for _ in built.epoch(0):
+            pass
+    assert "\n" not in str(error.value) and str(copy) in str(error.value)

@@ -122,6 +122,15 @@ def _sources(padded: torch.Tensor) -> list[tuple[str, str]]:
     return [(info.split(":", 1)[0], info.rsplit(":", 1)[-1].split(".", 1)[0]) for info in infos]
 
 
+def _one_line(error: Exception) -> str:
+    """What a multi-line DALI error says, without the graph traceback and C++ locations around it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "encountered:" in lines:
+        lines = lines[lines.index("encountered:") + 1 :]
+    text = " ".join(line for line in lines if not line.startswith(("C++ context", "Current pipeline object")))
+    return text.split(" C++ context:")[0][:300]
+
+
 class DaliLoader(ShardLoader):
     """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
 
@@ -131,16 +140,21 @@ class DaliLoader(ShardLoader):
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         pipe = _build(self, epoch_seed(self.seed, epoch, self.rank))
-        iterator = DALIGenericIterator(
-            [pipe], OUTPUTS, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
-        )
-        for number in range(self.batches_per_epoch):
-            try:
+        try:
+            pipe.build()
+        except RuntimeError as e:  # no usable GPU, driver mismatch, unreadable files, ...
+            raise LoaderError(f"{self.split.tars[0].parent}: DALI could not start: {_one_line(e)} "
+                              "(data.loader=torch avoids DALI)") from None  # fmt: skip
+        try:
+            iterator = DALIGenericIterator(
+                [pipe], OUTPUTS, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
+            )  # reads the first batch already
+            for number in range(self.batches_per_epoch):
                 batch = next(iterator)[0]
-            except RuntimeError as e:
-                raise self._explain(e) from None
-            if number >= skip_batches:
-                yield self._contract(batch)
+                if number >= skip_batches:
+                    yield self._contract(batch)
+        except RuntimeError as e:
+            raise self._explain(e) from None
 
     def _contract(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         sources = _sources(batch["key"])
@@ -169,5 +183,4 @@ class DaliLoader(ShardLoader):
                 decode_label(sample, read_part(sample, LABEL, files))
             except CorruptSampleError as located:
                 return located
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        return LoaderError(f"{self.split.tars[0].parent}: DALI pipeline failed: {message[-300:]}")
+        return LoaderError(f"{self.split.tars[0].parent}: DALI pipeline failed: {_one_line(error)}")

@@ -29,6 +29,7 @@ from cyclegan.data.catalog import (
     LABEL,
     PHOTO,
     CorruptSampleError,
+    LoaderError,
     Sample,
     ShardLoader,
     epoch_seed,
@@ -49,12 +50,15 @@ warnings.filterwarnings("ignore", "The image decoding and encoding capabilities 
 
 def read_part(sample: Sample, ext: str, files: dict[Any, BinaryIO]) -> torch.Tensor:
     """One member's bytes as a uint8 tensor, through a per-process cache of open tars."""
-    handle = files.get(sample.shard)
-    if handle is None:
-        handle = files[sample.shard] = open(sample.shard, "rb")  # noqa: SIM115 - kept open for the worker's life
     offset, size = sample.parts[ext]
-    handle.seek(offset)
-    data = handle.read(size)
+    try:
+        handle = files.get(sample.shard)
+        if handle is None:
+            handle = files[sample.shard] = open(sample.shard, "rb")  # noqa: SIM115 - kept open for the worker's life
+        handle.seek(offset)
+        data = handle.read(size)
+    except OSError as e:
+        raise LoaderError(f"{sample.shard}: cannot read ({e.strerror or e})") from None
     if len(data) != size:
         raise CorruptSampleError(f"{sample.where()}: .{ext} is cut short ({len(data)} of {size} bytes)")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -121,8 +125,8 @@ class _PairDataset(Dataset):
                 photo = decode_photo(photo_sample, photo)
                 check_pair(photo_sample, tuple(photo.shape[-2:]), tuple(label.shape[-2:]), self.paired)
                 photo = resize_crop(photo, self.load_size, self.crop_size, item[2], nearest=False)
-        except CorruptSampleError as e:
-            return {"error": str(e)}
+        except LoaderError as e:  # travels to the training process as a value, raised there
+            return {"error": e}
         return {
             "photo": photo,
             "photo_index": item[0],
@@ -218,7 +222,7 @@ class TorchLoader(ShardLoader):
         self._batches.batches = batches
         for batch in self._data_loader():
             if "error" in batch:
-                raise CorruptSampleError(batch["error"])
+                raise batch["error"]
             yield self._to_device(batch)
 
     def _data_loader(self) -> DataLoader:
