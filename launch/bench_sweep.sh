@@ -8,7 +8,8 @@
 #   bash launch/bench_sweep.sh table      # one markdown table from every JSON written so far
 #
 # JSON per configuration goes to $OUT (default ./bench_out); each run is capped by $LIMIT seconds
-# (default 150) so one slow configuration cannot eat the rest of the budget.
+# (default 150) so one slow configuration cannot eat the rest of the budget. $EXTRA is appended to
+# every `cyclegan-bench train` call (later options win), e.g. EXTRA="--size 32 --ngf 4 --blocks 1" for a dry run.
 set -uo pipefail
 phase=${1:?usage: bench_sweep.sh eager|compile|data|train|table}
 out=${OUT:-bench_out}
@@ -22,7 +23,10 @@ run() {  # name, then cyclegan-bench arguments
     local name=$1
     shift
     echo "== $name: $*"
-    timeout "$limit" "$py" -m cyclegan.bench "$@" --json "$out/$name.json" || echo "!! $name failed or timed out"
+    local extra=""
+    [ "$1" = train ] && extra=${EXTRA:-}
+    # shellcheck disable=SC2086  # extra is a list of options
+    timeout "$limit" "$py" -m cyclegan.bench "$@" $extra --json "$out/$name.json" || echo "!! $name failed or timed out"
 }
 
 case "$phase" in
