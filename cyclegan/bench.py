@@ -97,9 +97,10 @@ def summarise(gaps: list[float], batch_size: int) -> dict[str, float]:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
-    """``columns``: (key, heading, format spec)."""
+    """``columns``: (key, heading, format spec); a value a row lacks (MFU without a known peak,
+    GPU memory on a CPU, the ratio without a baseline) prints as n/a."""
     cells = [[heading for _, heading, _ in columns]]
-    cells += [[format(row[key], spec) if key in row else "-" for key, _, spec in columns] for row in rows]
+    cells += [[format(row[key], spec) if key in row else "n/a" for key, _, spec in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for n, r in enumerate(cells):
         print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
@@ -112,6 +113,7 @@ def report(benchmark: str, args: argparse.Namespace, rows: list[dict[str, Any]])
 
 
 def write_json(path: Path | None, result: dict[str, Any]) -> None:
+    """One file per run, so a sweep can collect its configurations into one table afterwards."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, default=str) + "\n")  # Paths as text
@@ -250,12 +252,12 @@ def add_loader_parser(commands: Any) -> None:
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=_positive, default=8)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers / DALI threads")
+    p.add_argument("--workers", type=_non_negative, default=2, help="DataLoader workers / DALI threads")
     p.add_argument("--load-size", type=_positive, default=286)
     p.add_argument("--crop-size", type=_positive, default=256)
     p.add_argument("--paired", action="store_true", help="paired mode (default: unpaired, the CycleGAN setting)")
     p.add_argument("--batches", type=_positive, default=60, help="timed batches per loader")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=_non_negative, default=5)
     p.add_argument("--json", type=Path, help="also write the report here")
     p.set_defaults(func=bench_loader, columns=LOADER_COLUMNS)
 
@@ -263,9 +265,14 @@ def add_loader_parser(commands: Any) -> None:
 # --- training step ----------------------------------------------------------------------------------
 
 PEAK_TFLOPS = {
-    # Dense tensor-core peaks from NVIDIA's datasheets (no 2:4 sparsity), TFLOP/s. "fp32" is the
+    # Dense tensor-core peaks, TFLOP/s: the datasheets' figures "with sparsity" halved. "fp32" is the
     # TF32 tensor-core figure: PyTorch runs fp32 convolutions on it by default (cudnn.allow_tf32).
+    # Sources: NVIDIA H200 Tensor Core GPU datasheet (SXM and NVL columns), H100 datasheet (SXM and
+    # PCIe), A100 datasheet, L40S datasheet, A10 datasheet. The first name contained in the
+    # device's name wins, so the specific variants come before the SXM defaults.
+    "H200 NVL": {"bf16": 835.0, "fp16": 835.0, "fp32": 418.0},
     "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.0},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0},
     "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.0},
     "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
     "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 183.0},
@@ -394,6 +401,8 @@ def count_flops(cfg: Any, device: torch.device) -> int:
 
 
 def measure_step(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> dict[str, Any]:
+    """One row: ``--steps`` timed steps after ``--warmup``, the device synchronised only at the
+    window's two ends (the step's own sync paces the host, so per-step gaps track the device)."""
     device = torch.device(args.device)
     cfg = _config(args, setup, shards)
     flops = count_flops(cfg, device)
@@ -486,7 +495,7 @@ def add_train_parser(commands: Any) -> None:
     p.add_argument("--compile-mode", choices=["default", "max-autotune", "reduce-overhead"], default="default")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--steps", type=_positive, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=_non_negative, default=3)
     p.add_argument(
         "--loader",
         choices=["synthetic", "torch", "dali"],
@@ -495,7 +504,7 @@ def add_train_parser(commands: Any) -> None:
     )
     p.add_argument("--shards", type=Path, help="for --loader torch|dali and the baseline (default: synthetic)")
     p.add_argument("--images", type=_positive, default=64, help="synthetic images to make without --shards")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_non_negative, default=2)
     p.add_argument("--ngf", type=_positive, default=64)
     p.add_argument("--ndf", type=_positive, default=64)
     p.add_argument("--blocks", type=_positive, default=9, help="residual blocks per generator")
@@ -514,11 +523,21 @@ def add_train_parser(commands: Any) -> None:
 # --- command line -----------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for counts: a bad value is argparse's one-line usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
 
 
 def _loader_list(text: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cyclegan.bench import main
+from cyclegan.bench import main, peak_tflops
 from cyclegan.data.shard import main as shard_main
 from cyclegan.models import Discriminator, Generator
 
@@ -89,6 +89,39 @@ def test_train_compiled_bf16_on_synthetic_batches(tmp_path: Path) -> None:
     (row,) = json.loads(report_path.read_text())["rows"]
     assert (row["precision"], row["compile"], row["loader"]) == ("bf16", True, "synthetic")
     assert "mfu" not in row and "vs_seed_style" not in row  # no peak known for a CPU; no baseline run
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--batch", "0"], "argument --batch: must be >= 1, got 0"),
+        (["--warmup", "-1"], "argument --warmup: must be >= 0, got -1"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
+        (["--loader", "pil"], "argument --loader: invalid choice: 'pil'"),
+    ],
+)
+def test_train_bad_arguments_exit_2(argument: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *argument])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"cyclegan-bench train: error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("gpu", "precision", "peak"),
+    [
+        ("NVIDIA H200", "bf16", 989.0),
+        ("NVIDIA H200 NVL", "bf16", 835.0),
+        ("NVIDIA H100 PCIe", "fp32", 378.0),
+        ("NVIDIA A100-SXM4-80GB", "fp32", 156.0),
+        ("NVIDIA GeForce GTX 1080", "bf16", None),
+    ],
+)
+def test_peak_table_by_gpu_name(gpu: str, precision: str, peak: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    assert peak_tflops(torch.device("cuda"), precision, None) == peak
+    assert peak_tflops(torch.device("cuda"), precision, 123.0) == 123.0  # --peak-tflops wins
+    assert peak_tflops(torch.device("cpu"), precision, None) is None
 
 
 def test_training_path_imports_no_optional_packages() -> None:
