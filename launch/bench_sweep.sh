@@ -23,7 +23,7 @@ warmup=${WARMUP:-3}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py=${PYTHON:-$(command -v python || command -v python3)}
+py=${PYTHON:-$(command -v python3 || command -v python)}
 
 run() {  # name, then cyclegan-bench arguments
     local name=$1 cap=$limit
