@@ -21,6 +21,7 @@ limit=${LIMIT:-150}
 steps=${STEPS:-20}
 warmup=${WARMUP:-3}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # a relative $OUT is the caller's, not the repository's
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-$(command -v python3 || command -v python)}
