@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cyclegan.config import DataConfig
 from cyclegan.data import LoaderError, build_loader
-from cyclegan.data.catalog import LABEL, PHOTO, Sample, read_split
+from cyclegan.data.catalog import LABEL, PHOTO, Sample, read_split, worker_context
 from cyclegan.data.fallback import read_part
 from cyclegan.palette import TRAIN_PALETTE
 
@@ -163,8 +163,16 @@ def _seed_style(cfg: DataConfig, samples: list[Sample]) -> Callable[[int], Itera
 
     def epoch(number: int) -> Iterable[Any]:
         torch.manual_seed(number)
-        # A new DataLoader (and workers) per epoch, shuffled by index, as the seed's loop does.
-        return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, drop_last=True)
+        # A new DataLoader (and workers) per epoch, shuffled by index, as the seed's loop does. Only the
+        # start method differs: forking this process after DALI has started its threads can deadlock.
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            num_workers=cfg.num_workers,
+            drop_last=True,
+            multiprocessing_context=worker_context() if cfg.num_workers else None,
+        )
 
     return epoch
 

@@ -16,6 +16,7 @@ sit out each epoch, different ones each epoch when shuffling.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,14 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """A 30-bit seed per (seed, epoch, rank), depending on nothing else; the headroom is for the
     small per-reader offsets the DALI graph adds."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0] >> 2)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes start from a clean fork server, not by forking the caller: a process that
+    runs DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever. The server
+    imports this package once, so each worker starts in milliseconds."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # Windows
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["cyclegan.data"])
+    return context

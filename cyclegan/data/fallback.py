@@ -14,7 +14,6 @@ by the workers, as PNG has no GPU decoder.
 
 from __future__ import annotations
 
-import multiprocessing
 import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -33,6 +32,7 @@ from cyclegan.data.catalog import (
     Sample,
     ShardLoader,
     epoch_seed,
+    worker_context,
 )
 from cyclegan.palette import ids_to_seg
 
@@ -174,16 +174,6 @@ class _EpochBatches:
         return len(self.batches)
 
 
-def _worker_context() -> Any:
-    """Workers start from a clean fork server, not by forking the trainer: a process running
-    DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None  # Windows: spawn, the default
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
-
-
 class TorchLoader(ShardLoader):
     """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
 
@@ -237,7 +227,7 @@ class TorchLoader(ShardLoader):
                 pin_memory=self.gpu_decode,
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
-                multiprocessing_context=_worker_context() if workers else None,
+                multiprocessing_context=worker_context() if workers else None,
             )
         return self._loader
 

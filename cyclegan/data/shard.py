@@ -57,14 +57,16 @@ import signal
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from cyclegan.data.catalog import worker_context
 from cyclegan.palette import NUM_CLASSES
 
 FORMAT = "cyclegan-shard/1"
@@ -468,18 +470,30 @@ def _is_done(out: Path, name: str) -> bool:
 
 
 def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
+    """Unlike ``multiprocessing.Pool``, the executor notices a worker killed from outside (the OOM
+    killer) instead of waiting for its result forever."""
     if workers == 1 or len(jobs) <= 1:
         yield from map(write_shard, jobs)
         return
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=_ignore_sigint)
     try:
-        with Pool(min(workers, len(jobs)), initializer=_ignore_sigint) as pool:
-            yield from pool.imap_unordered(write_shard, jobs)
-    finally:  # a failing or interrupted run terminates workers mid-shard
+        pending = {pool.submit(write_shard, job) for job in jobs}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                yield future.result()
+    except BrokenProcessPool as exc:
+        raise ShardError(
+            f"{jobs[0].settings.out}: a sharding worker died (killed, or out of memory); "
+            "run the same command again to resume from the finished shards"
+        ) from exc
+    finally:  # a failing or interrupted run lets running shards finish and starts no new one
+        pool.shutdown(wait=True, cancel_futures=True)
         _remove_temps(jobs[0].settings.out)
 
 
 def _ignore_sigint() -> None:
-    """Ctrl-C is the parent's to handle: it terminates the pool, no traceback from every worker."""
+    """Ctrl-C is the parent's to handle: it stops the pool, no traceback from every worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
