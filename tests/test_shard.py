@@ -6,8 +6,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -401,3 +404,66 @@ def test_module_cli_one_line_error(scene_parsing_dataset: Path, tmp_path: Path) 
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"cyclegan-shard: error: {path}: truncated or corrupt photo")
     assert not list((tmp_path / "out").glob(".*.tmp")), "terminated workers leave no temporary file"
+
+
+def _kill_reader(fifo: Path) -> None:
+    """SIGKILL the process that opened ``fifo`` for reading, as the OOM killer would."""
+    for _ in range(1200):
+        try:  # succeeds once a reader has the FIFO open
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        return
+    readers = [
+        int(link.parts[2])
+        for link in Path("/proc").glob("[0-9]*/fd/*")
+        if link.parts[2] != str(os.getpid()) and _target(link) == str(fifo)
+    ]
+    for pid in readers:
+        os.kill(pid, signal.SIGKILL)
+    os.close(writer)
+
+
+def _target(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None  # the process or descriptor went away
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="finds the worker through /proc")
+def test_worker_killed_from_outside_is_an_error_then_resumable(
+    scene_parsing_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    dataset = shutil.copytree(scene_parsing_dataset, tmp_path / "data")
+    find_sources = shard_module.find_sources
+    blocked: dict[Path, bytes] = {}
+
+    def one_photo_blocks(*args, **kwargs):  # swapped after listing, which takes regular files only
+        sources, problems = find_sources(*args, **kwargs)
+        photo = sources[0].photo
+        blocked[photo] = photo.read_bytes()
+        photo.unlink()
+        os.mkfifo(photo)
+        threading.Thread(target=_kill_reader, args=(photo,), daemon=True).start()
+        return sources, problems
+
+    monkeypatch.setattr(shard_module, "find_sources", one_photo_blocks)
+    out = tmp_path / "out"
+    args = ["--root", str(dataset), "--out", str(out), "--splits", "training", "--samples-per-shard", "1"]
+    assert main([*args, "--workers", "2"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"cyclegan-shard: error: {out}: a sharding worker died"), error
+    assert "run the same command again" in error
+    assert not list(out.glob(".*.tmp"))
+    written = {path: path.read_bytes() for path in out.glob("training-*.tar")}
+
+    ((photo, data),) = blocked.items()
+    photo.unlink()
+    photo.write_bytes(data)
+    monkeypatch.setattr(shard_module, "find_sources", find_sources)
+    assert main([*args, "--workers", "1"]) == 0
+    assert manifest(out)["splits"]["training"]["samples"] == len(find_sources(dataset, "scene-parsing", "training")[0])
+    assert all(path.read_bytes() == data for path, data in written.items()), "finished shards are kept as they were"
