@@ -484,8 +484,9 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
                 yield future.result()
     except BrokenProcessPool as exc:
         raise ShardError(
-            f"{jobs[0].settings.out}: a sharding worker died (killed, or out of memory); "
-            "run the same command again to resume from the finished shards"
+            f"{jobs[0].settings.out}: a sharding worker died (killed, out of memory, or started from a script "
+            "without an `if __name__ == '__main__':` guard); run the same command again to resume from the "
+            "finished shards"
         ) from exc
     finally:  # a failing or interrupted run lets running shards finish and starts no new one
         pool.shutdown(wait=True, cancel_futures=True)
