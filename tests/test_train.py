@@ -16,6 +16,7 @@ import torch
 from train_helpers import (
     REPO,
     accelerate_cmd,
+    free_port,
     load_export,
     make_shards,
     run_group,
@@ -104,7 +105,7 @@ def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path,
 def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
     out, record = tmp_path / "run", tmp_path / "record"
     cmd = accelerate_cmd(
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", "29541",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", free_port(),
         "--mixed_precision", "no", "--dynamo_backend", "no",
         str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out, "--data.loader", loader),
     )  # fmt: skip
@@ -125,7 +126,7 @@ def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
 
 def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
     """launch/node.sh twice, as SLURM would start it on two machines (CPU + gloo here)."""
-    env = subprocess_env(USE_CPU="1", NUM_NODES="2", MAIN_ADDR="127.0.0.1", MAIN_PORT="29553", GPUS_PER_NODE="1")
+    env = subprocess_env(USE_CPU="1", NUM_NODES="2", MAIN_ADDR="127.0.0.1", MAIN_PORT=free_port(), GPUS_PER_NODE="1")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     args = tiny_args(shards, tmp_path, "--optim.epochs", "1", "--optim.decay_epoch", "0")
     nodes = [

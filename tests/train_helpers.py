@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,13 @@ def run_group(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subp
             out, err = proc.communicate()
             err += f"\n(killed after {timeout} s)"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def free_port() -> str:
+    """A port nothing listens on now, so a rendezvous never meets a leftover of another run."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def accelerate_cmd(*args: str) -> list[str]:
