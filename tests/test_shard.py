@@ -403,7 +403,7 @@ def test_module_cli_one_line_error(scene_parsing_dataset: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"cyclegan-shard: error: {path}: truncated or corrupt photo")
-    assert not list((tmp_path / "out").glob(".*.tmp")), "terminated workers leave no temporary file"
+    assert not list((tmp_path / "out").glob(".*.tmp")), "stopped workers leave no temporary file"
 
 
 def _kill_reader(fifo: Path) -> None:

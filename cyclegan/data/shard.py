@@ -57,7 +57,7 @@ import signal
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -477,11 +477,8 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
         return
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=_ignore_sigint)
     try:
-        pending = {pool.submit(write_shard, job) for job in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                yield future.result()
+        for future in as_completed([pool.submit(write_shard, job) for job in jobs]):
+            yield future.result()
     except BrokenProcessPool as exc:
         raise ShardError(
             f"{jobs[0].settings.out}: a sharding worker died (killed, out of memory, or started from a script "
