@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -34,54 +35,78 @@ class ReplayBuffer:
 
     For each new fake: while the buffer is filling it is stored and returned; afterwards,
     with probability 0.5 a random stored fake is returned and replaced by the new one,
-    otherwise the new one is returned. Decisions come from the buffer's own CPU generator
-    (no device syncs, and a resumed run replays the same choices from ``state_dict``).
+    otherwise the new one is returned. Decisions are drawn on the host from the buffer's own
+    ``random.Random`` (no device value is ever read, and a resumed run replays the same choices
+    from ``state_dict``); what is stored is decided on the device: a fake whose ``keep`` flag is
+    False (a skipped step) or that has a non-finite pixel leaves its slot as it was, and a slot
+    that never received a finite fake is never returned.
     """
 
     def __init__(self, max_size: int = 50, seed: int = 0) -> None:
         if max_size < 0:
             raise ValueError(f"max_size must be >= 0, got {max_size}")
         self.max_size = max_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.random = random.Random(seed)
         self.items: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
         self.count = 0
+        """Slots visited so far (filled in order); a visited slot may still be invalid."""
 
     def __len__(self) -> int:
         return self.count
 
-    @torch.no_grad()
-    def push_and_pop(self, fakes: torch.Tensor) -> torch.Tensor:
-        """Return a batch the size of ``fakes``, mixing new and stored fakes."""
-        if self.max_size == 0:
-            return fakes.detach()
-        fakes = fakes.detach()
+    def _allocate(self, like: torch.Tensor) -> None:
         if self.items is None:
-            self.items = torch.empty((self.max_size, *fakes.shape[1:]), dtype=fakes.dtype, device=fakes.device)
-        elif self.items.device != fakes.device or self.items.dtype != fakes.dtype:
-            self.items = self.items.to(device=fakes.device, dtype=fakes.dtype)  # after a resume
+            self.items = torch.zeros((self.max_size, *like.shape[1:]), dtype=like.dtype, device=like.device)
+            self.valid = torch.zeros(self.max_size, dtype=torch.bool, device=like.device)
+        elif self.items.device != like.device or self.items.dtype != like.dtype:  # after a resume
+            self.items = self.items.to(device=like.device, dtype=like.dtype)
+            self.valid = self.valid.to(like.device)
+
+    @torch.no_grad()
+    def push_and_pop(self, fakes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Return a batch the size of ``fakes``, mixing new and stored fakes.
+
+        ``keep``: a bool tensor on the device (0-dim, or one per fake); False stores nothing."""
+        fakes = fakes.detach()
+        if self.max_size == 0:
+            return fakes
+        self._allocate(fakes)
+        ok = torch.isfinite(fakes).flatten(1).all(1)
+        if keep is not None:
+            ok = ok & keep
         out = fakes.clone()
-        coins = torch.rand(fakes.shape[0], generator=self.generator).tolist()
-        picks = torch.randint(self.max_size, (fakes.shape[0],), generator=self.generator).tolist()
-        for i, (coin, pick) in enumerate(zip(coins, picks, strict=True)):
-            if self.count < self.max_size:
-                self.items[self.count] = fakes[i]
-                self.count += 1
-            elif coin > 0.5:
-                out[i] = self.items[pick]
-                self.items[pick] = fakes[i]
+        fill = min(fakes.shape[0], self.max_size - self.count)
+        if fill:  # the filling phase: consecutive slots, one write
+            slots = slice(self.count, self.count + fill)
+            mask = ok[:fill].view(-1, *[1] * (fakes.ndim - 1))
+            self.items[slots] = torch.where(mask, fakes[:fill], self.items[slots])
+            self.valid[slots] = ok[:fill]
+            self.count += fill
+        for i in range(fill, fakes.shape[0]):
+            swap, pick = self.random.random() > 0.5, self.random.randrange(self.max_size)
+            if swap:
+                stored = self.items[pick].clone()
+                out[i] = torch.where(self.valid[pick], stored, fakes[i])
+                self.items[pick] = torch.where(ok[i], fakes[i], stored)
+                self.valid[pick] |= ok[i]
         return out
 
     def state_dict(self) -> dict[str, Any]:
         items = None if self.items is None else self.items[: self.count].cpu()
-        return {"max_size": self.max_size, "rng": self.generator.get_state(), "items": items}
+        valid = None if self.valid is None else self.valid[: self.count].cpu()
+        return {"max_size": self.max_size, "rng": self.random.getstate(), "items": items, "valid": valid}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["max_size"] != self.max_size:
             raise ValueError(f"replay buffer size mismatch: saved {state['max_size']}, configured {self.max_size}")
-        self.generator.set_state(state["rng"])
+        self.random.setstate(state["rng"])
         items = state["items"]
         self.count = 0 if items is None else items.shape[0]
-        self.items = None
+        self.items = self.valid = None
         if items is not None:
-            self.items = torch.empty((self.max_size, *items.shape[1:]), dtype=items.dtype)
+            self.items = torch.zeros((self.max_size, *items.shape[1:]), dtype=items.dtype)
             self.items[: self.count] = items
+            self.valid = torch.zeros(self.max_size, dtype=torch.bool)
+            self.valid[: self.count] = state["valid"] if state.get("valid") is not None else True
+

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import signal
 import sys
 import time
@@ -31,57 +30,17 @@ import yaml
 from tqdm import tqdm
 
 from cyclegan import checkpoint
+from cyclegan.build import build_models, build_optimizers, build_step, prepare_models
 from cyclegan.config import Config, ConfigError, load_config, to_dict
 from cyclegan.data import LoaderError, build_loader
 from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
-from cyclegan.losses import CycleGANModels, LossWeights
-from cyclegan.models import Discriminator, Generator
 from cyclegan.scheduler import ReplayBuffer, linear_decay
-from cyclegan.step import TrainStep
+from cyclegan.step import StepStats
 
 
 class TrainingError(RuntimeError):
     """A run that cannot continue, phrased for the user."""
-
-
-def build_models(cfg: Config, device: torch.device | str = "cpu") -> CycleGANModels:
-    """The four networks on ``device``, in the configured memory layout."""
-    m = cfg.model
-    models = CycleGANModels(
-        real2seg=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
-        seg2real=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
-        disc_real=Discriminator(ndf=m.ndf),
-        disc_seg=Discriminator(ndf=m.ndf),
-    )
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    for model in vars(models).values():
-        model.to(device, memory_format=memory_format)
-    return models
-
-
-def prepare_models(
-    accelerator: Any, raw: CycleGANModels, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, cfg: Config
-) -> tuple[CycleGANModels, torch.optim.Optimizer, torch.optim.Optimizer]:
-    """Accelerate's wrapping (DDP, autocast), then ``torch.compile`` if asked; shared with cyclegan-bench."""
-    if accelerator.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
-    *nets, opt_g, opt_d = accelerator.prepare(*vars(raw).values(), opt_g, opt_d)
-    if cfg.train.compile:
-        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
-        nets = [torch.compile(n, mode=mode) for n in nets]
-    return CycleGANModels(*nets), opt_g, opt_d
-
-
-def build_optimizers(models: CycleGANModels, cfg: Config) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """One Adam over both generators and one over both discriminators (as in the paper)."""
-    o = cfg.optim
-    kwargs: dict[str, Any] = {"lr": o.lr, "betas": (o.beta1, o.beta2)}
-    if next(models.real2seg.parameters()).is_cuda:
-        kwargs["fused"] = True  # one kernel for all parameters instead of a loop over them
-    opt_g = torch.optim.Adam(itertools.chain(models.real2seg.parameters(), models.seg2real.parameters()), **kwargs)
-    opt_d = torch.optim.Adam(itertools.chain(models.disc_real.parameters(), models.disc_seg.parameters()), **kwargs)
-    return opt_g, opt_d
 
 
 class StopSignal:
@@ -161,21 +120,10 @@ class Trainer:
         if resume_path is not None:
             self._load(resume_path)
 
-        self.models, self.opt_g_prepared, self.opt_d_prepared = prepare_models(
-            accelerator, self.raw, self.opt_g, self.opt_d, cfg
-        )
+        self.models = prepare_models(accelerator, self.raw, cfg)
         if self._scaler_state is not None and getattr(accelerator, "scaler", None) is not None:
             accelerator.scaler.load_state_dict(self._scaler_state)  # fp16 loss scale continues
-        weights = LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity)
-        self.step = TrainStep(
-            accelerator,
-            self.models,
-            self.opt_g_prepared,
-            self.opt_d_prepared,
-            self.buffers,
-            weights,
-            channels_last=cfg.train.channels_last,
-        )
+        self.step = build_step(accelerator, self.models, (self.opt_g, self.opt_d), self.buffers, cfg)
         self.loader = build_loader(
             cfg.data,
             split=cfg.data.train_split,
@@ -326,7 +274,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> str:
-        """Run until the last epoch, ``train.max_steps`` or a stop signal; say which."""
+        """Run until the last epoch, ``train.max_steps`` or a stop signal; say which.
+
+        Between two log or check steps nothing here reads a device value: losses, skip counts and
+        the run of non-finite steps accumulate on the device (``StepStats``)."""
         cfg, acc = self.cfg, self.acc
         per_epoch = self.loader.batches_per_epoch
         if acc.is_main_process:
@@ -335,10 +286,10 @@ class Trainer:
                 f"batch {cfg.data.batch_size} per process, {cfg.train.precision} precision, device {acc.device}",
                 flush=True,
             )
-        bad_in_a_row = 0
+        stats = StepStats(acc.device)
         while self.epoch < cfg.optim.epochs:
-            sums: dict[str, torch.Tensor] = {}
-            counted, data_time, t_log = 0, 0.0, time.perf_counter()
+            stats.reset_interval()
+            data_time, t_log = 0.0, time.perf_counter()
             with tqdm(
                 total=per_epoch,
                 initial=self.step_in_epoch,
@@ -353,33 +304,18 @@ class Trainer:
                     data_time += time.perf_counter() - t0
                     if batch is None:
                         break
-                    outcome = self.step(batch, stop_requested=self.stop_signal.requested)
+                    stats.add(self.step(batch))
                     self.step_in_epoch += 1
                     self.global_step += 1
                     bar.update(1)
-                    if outcome.skipped:
-                        bad_in_a_row += 1
-                        if acc.is_main_process:
-                            tqdm.write(
-                                f"step {self.global_step}: non-finite loss, step skipped ({bad_in_a_row} in a row)"
-                            )
-                        if bad_in_a_row >= cfg.train.max_nonfinite_steps:
-                            raise TrainingError(
-                                f"non-finite loss in {bad_in_a_row} consecutive steps (epoch {self.epoch + 1}, step "
-                                f"{self.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
-                            )
-                    else:
-                        bad_in_a_row = 0
-                        for k, v in outcome.losses.items():
-                            sums[k] = sums.get(k, 0) + v
-                        counted += 1
-                    if self.global_step % cfg.train.log_every == 0 and counted:
-                        metrics = self._metrics(sums, counted, data_time, time.perf_counter() - t_log)
+                    if self.global_step % cfg.train.log_every == 0:
+                        metrics = self._metrics(stats, data_time, time.perf_counter() - t_log)
                         bar.set_postfix_str(format_postfix(metrics))
                         if self.logger is not None:
                             self.logger.log(metrics, step=self.global_step)
-                        sums, counted, data_time, t_log = {}, 0, 0.0, time.perf_counter()
-                    if outcome.stop:
+                        stats.reset_interval()
+                        data_time, t_log = 0.0, time.perf_counter()
+                    if self.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
                         self.save_state()
                         return "stopped by signal; state saved"
                     if cfg.train.checkpoint_every_steps and self.global_step % cfg.train.checkpoint_every_steps == 0:
@@ -394,13 +330,31 @@ class Trainer:
             self.end_of_epoch(self.epoch - 1)
         return "finished"
 
-    def _metrics(self, sums: dict[str, torch.Tensor], count: int, data_time: float, wall: float) -> dict[str, float]:
+    def _stop_requested(self, stats: StepStats) -> bool:
+        """The check step's one sync: has any process been asked to stop, and how long was the
+        longest run of non-finite steps since the last check (the same on every process)?"""
+        flags = torch.stack([torch.full((), float(self.stop_signal.requested), device=self.acc.device),
+                             stats.longest_run])  # fmt: skip
+        if self.acc.num_processes > 1:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        stop, longest = flags.tolist()
+        stats.reset_check()
+        if longest and self.acc.is_main_process:
+            tqdm.write(f"step {self.global_step}: non-finite loss, up to {longest:.0f} consecutive steps skipped")
+        if longest >= self.cfg.train.max_nonfinite_steps:
+            raise TrainingError(
+                f"non-finite loss in {longest:.0f} consecutive steps (epoch {self.epoch + 1}, before step "
+                f"{self.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
+            )
+        return bool(stop)
+
+    def _metrics(self, stats: StepStats, data_time: float, wall: float) -> dict[str, float]:
         """Average the interval's losses (the only loss sync) and add rates."""
-        names = list(sums)
-        values = torch.stack([sums[k].float() for k in names]).div(count).tolist()
-        metrics = {f"train/{k}": v for k, v in zip(names, values, strict=True)}
+        means, skipped = stats.means()
+        metrics = {f"train/{k}": v for k, v in means.items()}
+        metrics["train/skipped_steps"] = skipped
         metrics["train/lr"] = self.opt_g.param_groups[0]["lr"]
-        metrics["perf/pairs_per_s"] = count * self.cfg.data.batch_size / max(wall, 1e-9)
+        metrics["perf/pairs_per_s"] = stats.steps * self.cfg.data.batch_size / max(wall, 1e-9)
         metrics["perf/data_wait_frac"] = min(data_time / max(wall, 1e-9), 1.0)
         metrics["progress/epoch"] = self.epoch + self.step_in_epoch / self.loader.batches_per_epoch
         if self.acc.device.type == "cuda":
@@ -436,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    if accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
     if accelerator.is_main_process:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), flush=True)
     if args.dry_run:

@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cyclegan.bench import main, peak_tflops
+from cyclegan.bench.__main__ import main
+from cyclegan.bench.train import count_flops, peak_tflops
+from cyclegan.config import Config
 from cyclegan.data.shard import main as shard_main
 from cyclegan.models import Discriminator, Generator
 
@@ -57,22 +59,34 @@ def test_loader_too_few_samples_is_one_line(shards: Path, capsys: pytest.Capture
 TINY = ["--ngf", "4", "--ndf", "4", "--blocks", "1", "--size", "32", "--workers", "1"]
 
 
-def test_train_report(shards: Path, tmp_path: Path) -> None:
-    report_path = tmp_path / "train.json"
-    args = ["train", *TINY, "--batch", "2", "--precision", "fp32", "--steps", "3", "--warmup", "1",
-            "--shards", str(shards), "--peak-tflops", "0.5", "--json", str(report_path)]  # fmt: skip
+def test_train_ladder(shards: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "ladder.json"
+    args = ["train", "--ladder", *TINY, "--batch", "2", "--precision", "bf16", "--steps", "2", "--warmup", "1",
+            "--shards", str(shards), "--loader", "torch", "--peak-tflops", "0.5",
+            "--json", str(report_path)]  # fmt: skip
     assert main(args) == 0
-    rows = {row["name"]: row for row in json.loads(report_path.read_text())["rows"]}
-    ours, seed = rows["this project"], rows["seed-style"]
-    assert (seed["batch"], seed["precision"], seed["compile"], seed["loader"]) == (1, "fp32", False, "seed-style")
-    assert ours["vs_seed_style"] == pytest.approx(ours["pairs_per_s"] / seed["pairs_per_s"])
-    for row in rows.values():
-        assert row["batches"] == 3 and 0 <= row["data_wait_frac"] <= 1
+    rows = json.loads(report_path.read_text())["rows"]
+    assert [row["name"] for row in rows] == list("abcdefgh")
+    first = rows[0]
+    assert (first["batch"], first["precision"], first["compile"], first["data"], first["fused"]) == (
+        1, "fp32", False, "seed-style", False)  # fmt: skip
+    assert (first["cudnn_benchmark"], first["lambda_identity"]) == (False, 0.5)
+    setup_fields = ["batch", "precision", "compile", "data", "fused", "cudnn_benchmark", "lambda_identity"]
+    for above, row in zip(rows, rows[1:], strict=False):  # one change per row
+        assert sum(above[f] != row[f] for f in setup_fields) == 1, row["change"]
+        assert row["vs_previous"] > 0 and row["vs_first"] > 0
+    last = rows[-1]
+    assert (last["batch"], last["precision"], last["compile"], last["data"], last["fused"]) == (
+        2, "bf16", True, "torch", True)  # fmt: skip
+    assert last["lambda_identity"] == 0
+    for row in rows:
+        assert row["steps"] == 2 and 0 <= row["data_wait_frac"] <= 1 and row["skipped_steps"] == 0
         assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 0.5)
-    # FLOPs are linear in the batch, and lie between "every model forward once" and "forward + 2x backward".
-    assert ours["tflop_per_pair"] == pytest.approx(seed["tflop_per_pair"], rel=1e-6)
+    # Identity off: 4 generator passes instead of 6, so the FLOPs per pair drop by about a third.
+    assert 0.6 < last["tflop_per_pair"] / rows[-2]["tflop_per_pair"] < 0.75
+    # FLOPs lie between "every model forward once" and "forward + 2x backward".
     forward = 6 * _forward_flops(Generator(n_residual_blocks=1, ngf=4)) + 6 * _forward_flops(Discriminator(ndf=4))
-    assert forward < ours["tflop_per_pair"] * 1e12 < 3 * forward
+    assert forward < first["tflop_per_pair"] * 1e12 < 3 * forward
 
 
 def _forward_flops(model: torch.nn.Module) -> int:
@@ -81,14 +95,26 @@ def _forward_flops(model: torch.nn.Module) -> int:
     return counter.get_total_flops()
 
 
-def test_train_compiled_bf16_on_synthetic_batches(tmp_path: Path) -> None:
+def test_paper_size_flops_counted_on_meta() -> None:
+    """1.879 TFLOP per pair-step with the identity terms, 1.287 without (checked by hand: README)."""
+    cfg = Config()
+    assert count_flops(cfg) == pytest.approx(1.287e12, rel=1e-3)  # the default: lambda_id 0
+    cfg.optim.lambda_identity = 0.5
+    assert count_flops(cfg) == pytest.approx(1.879e12, rel=1e-3)
+    cfg.data.batch_size = 3
+    assert count_flops(cfg) == pytest.approx(3 * 1.879e12, rel=1e-3)
+
+
+def test_single_row_on_synthetic_batches(tmp_path: Path) -> None:
     report_path = tmp_path / "train.json"
-    args = ["train", *TINY, "--batch", "2", "--precision", "bf16", "--compile", "--steps", "2", "--warmup", "1",
-            "--no-baseline", "--json", str(report_path)]  # fmt: skip
+    args = ["train", *TINY, "--batch", "2", "--precision", "fp32", "--steps", "2", "--warmup", "1",
+            "--profile-steps", "1", "--json", str(report_path)]  # fmt: skip
     assert main(args) == 0
     (row,) = json.loads(report_path.read_text())["rows"]
-    assert (row["precision"], row["compile"], row["loader"]) == ("bf16", True, "synthetic")
-    assert "mfu" not in row and "vs_seed_style" not in row  # no peak known for a CPU; no baseline run
+    assert (row["precision"], row["compile"], row["data"], row["fused"]) == ("fp32", False, "synthetic", True)
+    assert "mfu" not in row and "vs_previous" not in row  # no peak known for a CPU; no row above
+    ops = [op["op"] for op in row["profile"]]
+    assert any("convolution" in op for op in ops) and len(ops) <= 15
 
 
 @pytest.mark.parametrize(
@@ -98,6 +124,7 @@ def test_train_compiled_bf16_on_synthetic_batches(tmp_path: Path) -> None:
         (["--warmup", "-1"], "argument --warmup: must be >= 0, got -1"),
         (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
         (["--loader", "pil"], "argument --loader: invalid choice: 'pil'"),
+        (["--compile-mode", "reduce-overhead"], "argument --compile-mode: invalid choice: 'reduce-overhead'"),
     ],
 )
 def test_train_bad_arguments_exit_2(argument: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

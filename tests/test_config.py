@@ -7,7 +7,8 @@ def test_defaults_follow_the_paper():
     cfg = Config()
     assert (cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == (2e-4, 0.5, 0.999)
     assert (cfg.optim.epochs, cfg.optim.decay_epoch) == (200, 100)
-    assert (cfg.optim.lambda_cycle, cfg.optim.lambda_identity, cfg.optim.replay_size) == (10.0, 0.5, 50)
+    # The paper's labels<->photo setting: no identity loss (its photo<->painting runs use 0.5).
+    assert (cfg.optim.lambda_cycle, cfg.optim.lambda_identity, cfg.optim.replay_size) == (10.0, 0.0, 50)
     assert (cfg.model.n_residual_blocks, cfg.data.load_size, cfg.data.crop_size) == (9, 286, 256)
 
 
@@ -28,6 +29,8 @@ def test_yaml_then_cli_overrides(tmp_path):
         (["--data.batch_size", "two"], "data.batch_size: expected int"),
         (["--optim.decay_epoch", "300"], "optim.decay_epoch"),
         (["--data.crop_size", "30"], "data.crop_size"),
+        (["--train.stop_check_every", "0"], "train.stop_check_every: must be >= 1"),
+        (["--train.compile_mode", "reduce-overhead"], "train.compile_mode: must be one of default, max-autotune"),
         (["--data.load_size", "64", "--data.crop_size", "128"], "data.load_size"),
         (["--optim"], "--optim: missing value"),
         (["optim.lr", "1"], "expected --section.key value"),

@@ -1,5 +1,7 @@
 """The training step on random tensors, through a real (single-process, CPU) Accelerator."""
 
+import sys
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -18,7 +20,7 @@ def fresh_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def make_step(precision: str = "no", compile: bool = False) -> tuple[TrainStep, CycleGANModels]:
+def make_step(precision: str = "no", compile: bool = False, identity: float = 0.5) -> tuple[TrainStep, CycleGANModels]:
     torch.manual_seed(0)
     raw = CycleGANModels(
         Generator(n_residual_blocks=1, ngf=8),
@@ -27,12 +29,15 @@ def make_step(precision: str = "no", compile: bool = False) -> tuple[TrainStep, 
         Discriminator(ndf=8),
     )
     acc = Accelerator(cpu=True, mixed_precision=precision)
-    opt_g = torch.optim.Adam([*raw.real2seg.parameters(), *raw.seg2real.parameters()], lr=1e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam([*raw.disc_real.parameters(), *raw.disc_seg.parameters()], lr=1e-3, betas=(0.5, 0.999))
-    *nets, opt_g, opt_d = acc.prepare(*vars(raw).values(), opt_g, opt_d)
+    kwargs = {"lr": 1e-3, "betas": (0.5, 0.999), "fused": True}
+    opt_g = torch.optim.Adam([*raw.real2seg.parameters(), *raw.seg2real.parameters()], **kwargs)
+    opt_d = torch.optim.Adam([*raw.disc_real.parameters(), *raw.disc_seg.parameters()], **kwargs)
+    nets = acc.prepare(*vars(raw).values())
     if compile:
         nets = [torch.compile(n) for n in nets]
-    step = TrainStep(acc, CycleGANModels(*nets), opt_g, opt_d, (ReplayBuffer(4), ReplayBuffer(4)), LossWeights())
+    buffers = (ReplayBuffer(4), ReplayBuffer(4))
+    weights = LossWeights(identity=identity)
+    step = TrainStep(CycleGANModels(*nets), opt_g, opt_d, buffers, weights, autocast=acc.autocast)
     return step, raw
 
 
@@ -52,7 +57,7 @@ def test_step_moves_all_four_networks_and_reports_losses():
     step, raw = make_step()
     before = {name: snapshot(m) for name, m in vars(raw).items()}
     out = step(batch())
-    assert not out.skipped and not out.stop
+    assert out.skipped.item() == 0
     assert {"loss_G", "loss_D", "loss_cycle_photo", "loss_disc_seg", "loss_idt_real2seg"} <= set(out.losses)
     for name, m in vars(raw).items():
         assert any(not torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
@@ -66,28 +71,99 @@ def test_non_finite_loss_skips_without_touching_weights():
     bad = batch()
     bad["photo"][0, 0, 0, 0] = float("nan")
     out = step(bad)
-    assert out.skipped
+    assert out.skipped.item() == 1
     for name, m in vars(raw).items():
         assert all(torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
-    assert len(step.photo_buffer) == 0  # no NaN fakes stored
-    assert not step(batch()).skipped
-
-
-def test_stop_request_is_reported():
-    step, _ = make_step()
-    assert step(batch(), stop_requested=True).stop
+    for buffer in (step.photo_buffer, step.seg_buffer):  # nothing of the skipped step was stored
+        assert not buffer.valid.any() and torch.equal(buffer.items, torch.zeros_like(buffer.items))
+    for opt in step.optimizers:  # the fused kernels' step counters did not advance either
+        assert all(state["step"].item() == 0 for state in opt.state.values())
+    assert step(batch()).skipped.item() == 0
 
 
 def test_bf16_autocast_step():
     step, _ = make_step("bf16")
     out = step(batch())
-    assert not out.skipped and torch.isfinite(out.losses["loss_G"])
+    assert out.skipped.item() == 0 and torch.isfinite(out.losses["loss_G"])
+
+
+def test_inf_gradient_with_a_finite_loss_skips_both_updates():
+    step, raw = make_step()
+    before = {name: snapshot(m) for name, m in vars(raw).items()}
+    hook = next(raw.disc_seg.parameters()).register_hook(lambda grad: grad * float("inf"))
+    out = step(batch())
+    hook.remove()
+    assert torch.isfinite(out.losses["loss_G"]) and torch.isfinite(out.losses["loss_D"])
+    assert out.skipped.item() == 1
+    for name, m in vars(raw).items():  # the generators did not move either
+        assert all(torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
+
+
+def test_fp16_scaler_skips_both_and_lowers_the_scale_once():
+    """Accelerate builds no GradScaler on a CPU, so the step gets torch's CPU scaler directly."""
+    step, raw = make_step()
+    step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**126, growth_interval=1)
+    before = {name: snapshot(m) for name, m in vars(raw).items()}
+    out = step(batch())  # loss_G * 2^126 overflows float32: inf generator gradients
+    assert out.skipped.item() == 1
+    for name, m in vars(raw).items():
+        assert all(torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
+    assert step.scaler.get_scale() == 2.0**125  # one backoff (x0.5), not one per optimizer
+    step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    out = step(batch())
+    assert out.skipped.item() == 0
+    assert all(not torch.equal(a, b) for a, b in zip(before["real2seg"], raw.real2seg.parameters(), strict=True))
+    assert step.scaler.get_scale() == 2.0**11  # one growth step after one good iteration
+
+
+def test_step_without_fused_kernels_decides_on_the_host():
+    step, raw = make_step()
+    for opt in step.optimizers:
+        opt.defaults["fused"] = False
+        for group in opt.param_groups:
+            group["fused"] = False
+    step.device_skip = False
+    bad = batch()
+    bad["seg"][1] = float("nan")
+    before = snapshot(raw.seg2real)
+    assert step(bad).skipped.item() == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, raw.seg2real.parameters(), strict=True))
 
 
 @pytest.mark.slow
-def test_compiled_step():
+def test_compiled_step_does_not_recompile_in_steady_state():
+    from torch._dynamo.utils import counters
+
     step, raw = make_step(compile=True)
     before = snapshot(raw.real2seg)
-    out = step(batch())
+    for seed in range(3):  # warm-up: both requires_grad states of D, buffers filling then full
+        out = step(batch(seed))
     assert torch.isfinite(out.losses["loss_D"])
     assert any(not torch.equal(a, b) for a, b in zip(before, raw.real2seg.parameters(), strict=True))
+    compiled = dict(counters["stats"])
+    for seed in range(3, 7):
+        step(batch(seed))
+    assert dict(counters["stats"]) == compiled, "a steady-state step compiled a new graph"
+    assert counters["stats"]["unique_graphs"] > 0
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_moves_no_weights_on_any_rank(tmp_path):
+    """Real processes over gloo: rank 1's NaN reaches rank 0 only as all-reduced gradients."""
+    from train_helpers import REPO, free_port, run_group, subprocess_env
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
+           str(REPO / "tests" / "step_ddp_driver.py"), str(tmp_path)]  # fmt: skip
+    proc = run_group(cmd, subprocess_env(), timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for record in ranks:
+        assert record["skipped"] == [1.0, 0.0]
+        for name, initial in record["initial"].items():
+            assert all(torch.equal(a, b) for a, b in zip(initial, record["after"][0][name], strict=True)), name
+            assert any(not torch.equal(a, b) for a, b in zip(initial, record["after"][1][name], strict=True)), name
+        assert not record["buffer_valid"][0].any()  # rank 0's finite fakes of the skipped step were not kept
+        assert record["buffer_valid"][1].tolist() == [False, False, True, True]
+    for name in ranks[0]["after"][1]:
+        assert all(torch.equal(a, b) for a, b in zip(ranks[0]["after"][1][name], ranks[1]["after"][1][name],
+                                                     strict=True)), name  # fmt: skip

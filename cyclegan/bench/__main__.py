@@ -1,0 +1,94 @@
+"""The ``cyclegan-bench`` command line (see the package docstring for examples)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cyclegan.bench import loader, train
+from cyclegan.bench.report import print_table, write_json
+from cyclegan.data import LoaderError
+
+PROG = "cyclegan-bench"
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for counts: a bad value is argparse's one-line usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+positive = _int_at_least(1)
+non_negative = _int_at_least(0)
+
+
+def _loader_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in loader.LOADERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown loader(s) {', '.join(unknown) or '(none)'}; use {','.join(loader.LOADERS)}"
+        )
+    return names
+
+
+def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
+    import torch
+
+    p = commands.add_parser("loader", help="input pipeline throughput (pairs/s)", description=loader.__doc__,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--shards", type=Path, help="cyclegan-shard output (default: synthetic ADE20K-like shards)")
+    p.add_argument("--split", default="training", help="split to read")
+    p.add_argument("--images", type=positive, default=256, help="synthetic images to make without --shards")
+    p.add_argument("--loaders", type=_loader_list, default=list(loader.LOADERS), help="comma-separated subset")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--batch", type=positive, default=8, help="pairs per batch")
+    p.add_argument("--workers", type=non_negative, default=2, help="DataLoader workers / DALI threads")
+    p.add_argument("--load-size", type=positive, default=286, help="short side before cropping")
+    p.add_argument("--crop-size", type=positive, default=256, help="square crop side")
+    p.add_argument("--paired", action="store_true", help="paired mode (default: unpaired, the CycleGAN setting)")
+    p.add_argument("--batches", type=positive, default=60, help="timed batches per loader")
+    p.add_argument("--warmup", type=non_negative, default=5, help="untimed batches first")
+    p.add_argument("--json", type=Path, help="also write the report here")
+    p.set_defaults(func=loader.bench_loader, columns=loader.COLUMNS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Measure pairs/s of the input pipeline or training step.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_loader_parser(commands)
+    p = commands.add_parser(
+        "train",
+        help="training-step throughput, FLOPs and MFU; --ladder for the speed ladder",
+        description=train.__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_arguments(p, positive, non_negative)
+    p.add_argument("--json", type=Path, help="also write the report here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except LoaderError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(f"\n{args.command} benchmark; " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()))
+    print_table(result["rows"], args.columns)
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
