@@ -30,15 +30,22 @@ def build_models(cfg: Config, device: torch.device | str = "cpu") -> CycleGANMod
     return models
 
 
+def scaled_lr(cfg: Config, world_size: int) -> float:
+    """``optim.lr`` moved from ``optim.lr_reference_batch`` to this run's global batch by ``optim.lr_scaling``."""
+    o = cfg.optim
+    power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[o.lr_scaling]
+    return o.lr * (cfg.data.batch_size * world_size / o.lr_reference_batch) ** power
+
+
 def build_optimizers(
-    models: CycleGANModels, cfg: Config, fused: bool = True
+    models: CycleGANModels, cfg: Config, fused: bool = True, world_size: int = 1
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """One Adam over both generators and one over both discriminators (as in the paper).
 
     Fused (one kernel for all parameters, on CPU and GPU alike) unless the benchmark asks for
     torch's default: the fused kernels also skip a non-finite step on the device."""
     o = cfg.optim
-    kwargs: dict[str, Any] = {"lr": o.lr, "betas": (o.beta1, o.beta2), "fused": fused}
+    kwargs: dict[str, Any] = {"lr": scaled_lr(cfg, world_size), "betas": (o.beta1, o.beta2), "fused": fused}
     opt_g = torch.optim.Adam(itertools.chain(models.real2seg.parameters(), models.seg2real.parameters()), **kwargs)
     opt_d = torch.optim.Adam(itertools.chain(models.disc_real.parameters(), models.disc_seg.parameters()), **kwargs)
     return opt_g, opt_d

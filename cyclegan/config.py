@@ -59,7 +59,12 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     lr: float = 2e-4
-    """Adam learning rate of generators and discriminators."""
+    """Adam learning rate of generators and discriminators at the reference batch (see lr_scaling)."""
+    lr_scaling: str = "none"
+    """none | sqrt | linear: at a global batch B (data.batch_size x processes) train with
+    lr * (B / lr_reference_batch) ** (1/2 | 1). sqrt is the square-root rule for Adam."""
+    lr_reference_batch: int = 1
+    """The global batch at which optim.lr is meant (the paper's: 1)."""
     beta1: float = 0.5
     beta2: float = 0.999
     epochs: int = 200
@@ -138,6 +143,7 @@ class Config:
 
 CHOICES = {
     "data.loader": ("auto", "dali", "torch"),
+    "optim.lr_scaling": ("none", "sqrt", "linear"),
     "train.precision": ("no", "bf16", "fp16"),
     "train.compile_mode": ("default", "max-autotune"),
     "wandb.mode": ("online", "offline", "disabled"),
@@ -195,6 +201,7 @@ def validate(cfg: Config) -> Config:
         "data.batch_size": cfg.data.batch_size,
         "data.crop_size": cfg.data.crop_size,
         "optim.epochs": cfg.optim.epochs,
+        "optim.lr_reference_batch": cfg.optim.lr_reference_batch,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
         "train.max_nonfinite_steps": cfg.train.max_nonfinite_steps,
         "train.log_every": cfg.train.log_every,

@@ -106,7 +106,7 @@ class Trainer:
         self.wandb_run_id: str | None = None
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.raw = build_models(cfg, accelerator.device)
-        self.opt_g, self.opt_d = build_optimizers(self.raw, cfg)
+        self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=accelerator.num_processes)
         # Plain schedulers, not prepared: Accelerate would step them once per process.
         rule = linear_decay(cfg.optim.epochs, cfg.optim.decay_epoch)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
@@ -283,7 +283,8 @@ class Trainer:
         if acc.is_main_process:
             print(
                 f"training {cfg.optim.epochs} epochs x {per_epoch} steps on {acc.num_processes} process(es), "
-                f"batch {cfg.data.batch_size} per process, {cfg.train.precision} precision, device {acc.device}",
+                f"batch {cfg.data.batch_size} per process, lr {self.opt_g.defaults['lr']:.3g}, "
+                f"{cfg.train.precision} precision, device {acc.device}",
                 flush=True,
             )
         stats = StepStats(acc.device)

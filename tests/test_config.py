@@ -63,3 +63,14 @@ def test_shipped_configs_load():
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize(("rule", "lr"), [("none", 2e-4), ("sqrt", 8e-4), ("linear", 3.2e-3)])
+def test_lr_scaling_rules(rule, lr):
+    """Batch 8 on 2 processes is a global batch of 16 = 16x the reference batch 1."""
+    from cyclegan.build import scaled_lr
+
+    cfg = load_config(None, ["--data.batch_size", "8", "--optim.lr_scaling", rule])
+    assert scaled_lr(cfg, world_size=2) == pytest.approx(lr)
+    cfg.optim.lr_reference_batch = 16
+    assert scaled_lr(cfg, world_size=2) == pytest.approx(2e-4)
