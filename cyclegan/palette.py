@@ -72,15 +72,17 @@ def rgb_to_ids(rgb: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE, chunk: 
     return ids.reshape(*rgb.shape[:-3], *rgb.shape[-2:])
 
 
-def ids_to_seg(ids: torch.Tensor, palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:
+def ids_to_seg(ids: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
     """Class ids -> float segmentation image in [-1, 1], the generators' domain.
 
-    One table lookup per pixel (``embedding``: several times faster than indexing then
-    scaling); the result is a channels-last view, the layout training uses anyway."""
+    ``colours`` is ``seg_colours(...)`` already on the ids' device: a loader builds it once, since
+    copying the table to a GPU for every batch would synchronise the stream each time. One table
+    lookup per pixel (``embedding``: several times faster than indexing then scaling); the result
+    is a channels-last view."""
     if ids.dtype.is_floating_point:
         raise TypeError(f"class ids must be an integer tensor, got {ids.dtype}")
-    table = seg_colours(palette).to(ids.device)
-    return torch.nn.functional.embedding(ids.long().clamp(0, palette.shape[0] - 1), table).movedim(-1, -3)
+    table = seg_colours().to(ids.device) if colours is None else colours
+    return torch.nn.functional.embedding(ids.long().clamp(0, table.shape[0] - 1), table).movedim(-1, -3)
 
 
 def seg_colours(palette: torch.Tensor = TRAIN_PALETTE) -> torch.Tensor:

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,27 @@ def test_corrupt_jpeg_names_shard_and_key(shards: Path, tmp_path: Path, loader: 
     message = str(error.value)
     assert shard_name in message and key in message and ".jpg" in message
     assert "\n" not in message
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator")
+def test_device_decode_path_errors_and_early_stops_end_its_thread(shards: Path, tmp_path: Path) -> None:
+    """The in-process decode runs in a prefetch thread: its errors reach the caller as the same one
+    line, and leaving an epoch early stops the thread instead of leaving it blocked."""
+    copy, shard_name, key = _corrupt_copy(shards, tmp_path)
+    device_path = _load(_cfg(copy, "torch"), train=False)
+    device_path.gpu_decode = True  # what a CUDA device sets
+    with pytest.raises(CorruptSampleError) as error:
+        for _ in device_path.epoch(0):
+            pass
+    assert shard_name in str(error.value) and key in str(error.value) and "\n" not in str(error.value)
+    good = _load(_cfg(shards, "torch"))
+    good.gpu_decode = True
+    epoch = good.epoch(0)
+    first = next(epoch)
+    assert first["photo"].shape == (2, 3, 32, 32)
+    epoch.close()  # what the trainer's loop does when it stops mid-epoch
+    assert not [t for t in threading.enumerate() if t.name == "cyclegan-prefetch"]
+    assert len(list(good.epoch(1))) == good.batches_per_epoch  # the loader still works afterwards
 
 
 def test_auto_picks_the_fallback_on_cpu() -> None:

@@ -9,11 +9,16 @@ a matter of skipping entries in a list instead of re-reading data.
 
 On a CUDA device, photos travel to the main process as JPEG bytes and are decoded there
 by nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``); labels (PNG) are always decoded
-by the workers, as PNG has no GPU decoder.
+by the workers, as PNG has no GPU decoder. nvJPEG waits for its own stream at the end of each
+batch, so that decode (and the crops and colouring after it) runs in a prefetch thread on a
+stream of its own: the training thread only queues a wait for the batch's event on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -34,7 +39,7 @@ from cyclegan.data.catalog import (
     epoch_seed,
     worker_context,
 )
-from cyclegan.palette import ids_to_seg
+from cyclegan.palette import ids_to_seg, seg_colours
 
 Crop = tuple[float, float, bool]
 """Where to crop (fractions of the free height and width, as DALI's crop_pos_y/x) and whether to flip."""
@@ -183,6 +188,7 @@ class TorchLoader(ShardLoader):
         super().__init__(*args, **kwargs)
         self.samples = self.split.samples
         self.gpu_decode = self.device.type == "cuda"
+        self.colours = seg_colours().to(self.device)  # once, not per batch
         self._batches = _EpochBatches()
         self._loader: DataLoader | None = None
 
@@ -210,6 +216,16 @@ class TorchLoader(ShardLoader):
         if not batches:
             return
         self._batches.batches = batches
+        if not self.gpu_decode:
+            yield from self._device_batches()
+            return
+        prefetch = Prefetch(self._device_batches(), depth=2, device=self.device)
+        try:
+            yield from prefetch
+        finally:
+            prefetch.close()
+
+    def _device_batches(self) -> Iterator[dict[str, Any]]:
         for batch in self._data_loader():
             if "error" in batch:
                 raise batch["error"]
@@ -236,7 +252,7 @@ class TorchLoader(ShardLoader):
         label = batch["label"].to(self.device, non_blocking=True).long()
         return {
             "photo": photo.float().div_(127.5).sub_(1.0),
-            "seg": ids_to_seg(label),
+            "seg": ids_to_seg(label, self.colours),
             "label": label,
             "key": batch["key"],
             "seg_key": batch["seg_key"],
@@ -258,3 +274,68 @@ class TorchLoader(ShardLoader):
             check_pair(sample, tuple(photo.shape[-2:]), label_size, self.paired)
             crops.append(resize_crop(photo, self.cfg.load_size, self.cfg.crop_size, crop, nearest=False))
         return torch.stack(crops)
+
+
+_END = object()
+
+
+class Prefetch:
+    """Runs ``items`` in a thread of its own, up to ``depth`` items ahead, on a CUDA stream of its
+    own when ``device`` is a GPU. Each item comes with an event recorded after its work was queued;
+    the consumer's stream waits for it on the device, so the consumer's thread never blocks on
+    the producer's syncs. Errors travel to the consumer; ``close`` stops the thread."""
+
+    def __init__(self, items: Iterator[dict[str, Any]], depth: int, device: torch.device) -> None:
+        self.device = device
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(items,), name="cyclegan-prefetch", daemon=True)
+        self.thread.start()
+
+    def _produce(self, items: Iterator[dict[str, Any]]) -> None:
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        try:
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                for item in items:
+                    event = torch.cuda.Event() if cuda else None
+                    if event is not None:
+                        event.record(stream)
+                    if not self._put((item, event)):
+                        return
+        except BaseException as error:  # noqa: BLE001 - every failure is the consumer's to raise
+            self._put(error)
+            return
+        self._put(_END)
+
+    def _put(self, value: Any) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            value = self.queue.get()
+            if value is _END:
+                return
+            if isinstance(value, BaseException):
+                raise value
+            item, event = value
+            if event is not None:
+                consumer = torch.cuda.current_stream(self.device)
+                consumer.wait_event(event)
+                for tensor in item.values():
+                    if isinstance(tensor, torch.Tensor):
+                        tensor.record_stream(consumer)  # made on the producer's stream, used on this one
+            yield item
+
+    def close(self) -> None:
+        self.stopped.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        self.thread.join()
