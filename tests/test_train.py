@@ -83,13 +83,14 @@ def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path,
     cmd = [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--train.log_every", "1")]
     # Same thread count as the in-process reference: CPU kernels sum in a thread-dependent order.
     env = subprocess_env(OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if "training 2 epochs" in line:
             time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)  # as SLURM and `timeout` do: loader workers get it too
             break
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, "".join(lines) + rest

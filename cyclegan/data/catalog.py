@@ -150,9 +150,10 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def worker_context() -> multiprocessing.context.BaseContext:
     """Worker processes start from a clean fork server, not by forking the caller: a process that
     runs DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever. The server
-    imports this package once, so each worker starts in milliseconds."""
+    imports this package once, so each worker starts in milliseconds, and ignores SIGTERM (see
+    :mod:`cyclegan.data.worker_signals`), so a signal sent to the whole job reaches only the parent."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")  # Windows
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["cyclegan.data"])
+    context.set_forkserver_preload(["cyclegan.data", "cyclegan.data.worker_signals"])
     return context

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 import warnings
 from collections.abc import Iterator
@@ -143,6 +144,16 @@ class _PairDataset(Dataset):
         }
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Clusters and ``timeout`` signal the whole process group. A worker killed by that SIGTERM (or by
+    the SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited
+    unexpectedly"; the workers end with the trainer instead. Set here as well as inherited from the
+    fork server (:mod:`cyclegan.data.worker_signals`), since DataLoader workers install handlers of
+    their own."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def check_pair(sample: Sample, photo_size: tuple[int, ...], label_size: tuple[int, ...], paired: bool) -> None:
     """In paired mode one crop window serves both, so their sizes (H, W) must agree."""
     if paired and photo_size != label_size:
@@ -244,6 +255,7 @@ class TorchLoader(ShardLoader):
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
                 multiprocessing_context=worker_context() if workers else None,
+                worker_init_fn=_ignore_stop_signals,
             )
         return self._loader
 
