@@ -1,8 +1,8 @@
 """Runs ``cyclegan.train.main`` under ``accelerate launch`` with instruments attached.
 
 The product code runs unchanged; this driver only records, per process, which sample keys
-the loader yielded, which process exported files, and the final weights, into
-``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir).
+the loader yielded, which process exported files, the final weights and step, into
+``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir), and its pid into ``rank{N}.pid``.
 """
 
 import os
@@ -19,6 +19,7 @@ rank = int(os.environ.get("RANK", "0"))
 seen: list[str] = []
 exports: list[str] = []
 final: dict[str, dict[str, torch.Tensor]] = {}
+steps: list[int] = []
 
 real_build_loader = cyclegan.train.build_loader
 
@@ -52,6 +53,7 @@ real_close = cyclegan.train.Trainer.close
 
 def close(self) -> None:
     final.update({name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in vars(self.raw).items()})
+    steps.append(self.global_step)
     real_close(self)
 
 
@@ -60,7 +62,8 @@ if __name__ == "__main__":  # loader workers start from a fork server, which imp
     cyclegan.checkpoint.export_network = export_network
     cyclegan.train.Trainer.close = close
 
-    code = cyclegan.train.main(sys.argv[1:])
     record_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"seen": seen, "exports": exports, "weights": final}, record_dir / f"rank{rank}.pt")
+    (record_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # lets a test signal one rank
+    code = cyclegan.train.main(sys.argv[1:])
+    torch.save({"seen": seen, "exports": exports, "weights": final, "steps": steps}, record_dir / f"rank{rank}.pt")
     sys.exit(code)

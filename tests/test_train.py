@@ -125,6 +125,37 @@ def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
     assert checkpoint.load_state(checkpoint.list_states(out / "checkpoints")[-1])["world_size"] == 2
 
 
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(shards: Path, tmp_path: Path):
+    """Only rank 1 is signalled; the ranks agree at the next check step, save once and exit 0."""
+    out, record = tmp_path / "run", tmp_path / "record"
+    cmd = accelerate_cmd(
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", free_port(),
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "tests" / "ddp_driver.py"),
+        *tiny_args(shards, out, "--optim.epochs", "50", "--train.stop_check_every", "3", "--train.log_every", "1"),
+    )  # fmt: skip
+    env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as proc:  # fmt: skip
+        try:
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "training 50 epochs" in line:
+                    time.sleep(1.0)
+                    os.kill(int((record / "rank1.pid").read_text()), signal.SIGTERM)
+                    break
+            rest, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, "".join(lines)[-3000:] + rest[-3000:]
+    assert "stopped by signal; state saved" in rest
+    ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] and ranks[0]["steps"][0] % 3 == 0
+    state = checkpoint.load_state(checkpoint.list_states(out / "checkpoints")[-1])
+    assert state["global_step"] == ranks[0]["steps"][0] < 50 * 4
+
+
 def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
     """launch/node.sh twice, as SLURM would start it on two machines (CPU + gloo here)."""
     env = subprocess_env(USE_CPU="1", NUM_NODES="2", MAIN_ADDR="127.0.0.1", MAIN_PORT=free_port(), GPUS_PER_NODE="1")
