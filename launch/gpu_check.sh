@@ -13,7 +13,7 @@
 #   sync     a steady-state stretch under torch.cuda.set_sync_debug_mode("error"), eager and compiled
 #   loader   the torch loader's nvJPEG path at batch 32 with 12 workers: alone, and feeding the step
 #   train    cyclegan-train (bf16, compile, batch 16) for $TRAIN_SECONDS (60) s ended by SIGTERM, then a
-#            resume that must reach the next step
+#            resume that must reach the next step (the SIGTERM run must exit 0: --preserve-status)
 # Files in $OUT (8 at most): ladder.json grid.json sync.json loader.json train.json table.md log.txt;
 # the table is printed last. SECTIONS="sync train" runs only those (the data set is always made).
 # One inductor cache ($TORCHINDUCTOR_CACHE_DIR, default /tmp/cyclegan-inductor)
@@ -120,7 +120,7 @@ if ! wanted train; then
     :
 elif [ "$(left)" -ge $((${TRAIN_SECONDS:-60} + 60)) ]; then
     echo "== train: cyclegan-train for ${TRAIN_SECONDS:-60} s, then SIGTERM"
-    timeout -s TERM -k 30 "${TRAIN_SECONDS:-60}" "$py" -m cyclegan.train "${train_args[@]}" --train.resume ""
+    timeout --preserve-status -s TERM -k 30 "${TRAIN_SECONDS:-60}" "$py" -m cyclegan.train "${train_args[@]}" --train.resume ""
     first=$?
     saved=$("$py" -c "from cyclegan import checkpoint as c; s=c.list_states('$run/checkpoints'); \
 print(c.load_state(s[-1])['global_step'] if s else 0)")
