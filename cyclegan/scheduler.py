@@ -100,7 +100,12 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["max_size"] != self.max_size:
             raise ValueError(f"replay buffer size mismatch: saved {state['max_size']}, configured {self.max_size}")
-        self.random.setstate(state["rng"])
+        if isinstance(state["rng"], torch.Tensor):
+            # Written before 2026-12 by a torch.Generator: continue from a seed derived from that state.
+            # The weights resume exactly; only the replay draws differ from an uninterrupted old run.
+            self.random = random.Random(state["rng"].numpy().tobytes())
+        else:
+            self.random.setstate(state["rng"])
         items = state["items"]
         self.count = 0 if items is None else items.shape[0]
         self.items = self.valid = None

@@ -173,8 +173,10 @@ class Trainer:
             )
         for name, module in vars(self.raw).items():
             module.load_state_dict(state["models"][name])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            opt.load_state_dict(state[key])
+            for group in opt.param_groups:  # a saved group's "fused" would replace this run's choice
+                group["fused"] = opt.defaults["fused"]
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self._scaler_state = state.get("scaler")

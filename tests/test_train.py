@@ -102,6 +102,23 @@ def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path,
         assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
 
 
+FIXTURE = REPO / "tests" / "fixtures" / "state_v1_step5.pt"
+FIXTURE_ARGS = ("--model.ngf", "4", "--model.ndf", "4", "--optim.replay_size", "3", "--train.num_samples", "0")
+"""The fixture is a training state written by the code of 2026-11-29 (commit a42e7f7: torch.Generator
+replay states, a non-fused Adam) after 5 steps of ``tiny_args(...) + FIXTURE_ARGS`` on these shards."""
+
+
+def test_checkpoint_of_the_previous_format_resumes(shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(FIXTURE, tmp_path / "checkpoints" / FIXTURE.name.replace("v1_step5", "000000005"))
+    assert main(tiny_args(shards, tmp_path, *FIXTURE_ARGS, "--resume", "auto")) == 0
+    assert "resumed from" in capsys.readouterr().out
+    final = checkpoint.load_state(checkpoint.list_states(tmp_path / "checkpoints")[-1])
+    assert (final["epoch"], final["global_step"]) == (2, 16)
+    assert [checkpoint.load_network(tmp_path / f"real2seg_gen_{e}.pt")[1]["epoch"] for e in (1, 2)] == [1, 2]
+    assert all(group["fused"] for group in final["opt_g"]["param_groups"])  # continues on the fused kernels
+
+
 @pytest.mark.parametrize("loader", ["torch", "dali"])
 def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
     out, record = tmp_path / "run", tmp_path / "record"
