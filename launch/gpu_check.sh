@@ -17,8 +17,8 @@
 # Files in $OUT (8 at most): ladder.json grid.json sync.json loader.json train.json table.md log.txt;
 # the table is printed last. SECTIONS="sync train" runs only those (the data set is always made).
 # One inductor cache ($TORCHINDUCTOR_CACHE_DIR, default /tmp/cyclegan-inductor)
-# serves every compiled row. Dry run on a CPU with tiny shapes (all sections ran here: about 6 minutes on 2 cores with a warm
-# inductor cache, 9 cold):
+# serves every compiled row. Dry run on a CPU with tiny shapes (every section ran here: 4 minutes on
+# 2 cores with a warm inductor cache, about 9 cold):
 #   OUT=/tmp/gpu_dry PYTHON=.venv/bin/python SIZE=32 NGF=4 NDF=4 BLOCKS=1 BATCH=2 IMAGES=48 STEPS=3 \
 #     TRAIN_SECONDS=25 WORKERS=1 BUDGET=1200 bash launch/gpu_check.sh
 set -uo pipefail
