@@ -111,7 +111,9 @@ wanted loader && bench loader_step 90 train $common --batch "$b32" --precision b
     --steps $((steps * 2))
 wanted loader && collect loader loader_alone loader_step
 
-# cyclegan-train itself: SIGTERM after TRAIN_SECONDS, then a resume that must reach the next step.
+# cyclegan-train itself: SIGTERM after TRAIN_SECONDS, then a resume that must reach the next step. With 256
+# images an epoch is 16 steps, so its end (4 exports, the sample grid, a ~0.4 GB training state) comes every
+# couple of seconds; the logged pairs/s are measured inside epochs, the step count shows what the saves cost.
 run=$scratch/run
 train_args=(--config configs/ade20k.yaml --data.shards "$shards" --data.batch_size "$batch"
     --data.num_workers "$workers" --data.crop_size "$size" --data.load_size "$load"
