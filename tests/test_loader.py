@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -209,6 +212,27 @@ def test_device_decode_path_errors_and_early_stops_end_its_thread(shards: Path, 
     epoch.close()  # what the trainer's loop does when it stops mid-epoch
     assert not [t for t in threading.enumerate() if t.name == "cyclegan-prefetch"]
     assert len(list(good.epoch(1))) == good.batches_per_epoch  # the loader still works afterwards
+
+
+def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
+    """The workers ignore SIGTERM, which is how multiprocessing ends daemonic children at exit; a loader
+    still holding its persistent workers then must not keep the process from exiting."""
+    code = (
+        "from cyclegan.config import DataConfig\n"
+        "from cyclegan.data import build_loader\n"
+        "if __name__ == '__main__':\n"
+        f"    cfg = DataConfig(shards={str(shards)!r}, loader='torch', load_size=40, crop_size=32, batch_size=2,"
+        " num_workers=2)\n"
+        "    batches = build_loader(cfg, split='training', rank=0, world_size=1, device='cpu', seed=0,"
+        " train=True).epoch(0)\n"
+        "    next(batches)\n"
+        "    print('one batch', flush=True)\n"
+    )
+    script = shards.parent / "live_workers.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # fmt: skip
+    assert proc.returncode == 0 and "one batch" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_auto_picks_the_fallback_on_cpu() -> None:

@@ -15,6 +15,7 @@ sit out each epoch, different ones each epoch when shuffling.
 
 from __future__ import annotations
 
+import atexit
 import json
 import multiprocessing
 from collections.abc import Iterator
@@ -156,4 +157,23 @@ def worker_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")  # Windows
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["cyclegan.data", "cyclegan.data.worker_signals"])
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        # Registered after multiprocessing's own exit hook, so it runs before it (atexit is LIFO).
+        atexit.register(_end_workers_at_exit, context)
+        _exit_hook_registered = True
     return context
+
+
+_exit_hook_registered = False
+
+
+def _end_workers_at_exit(context: multiprocessing.context.BaseContext) -> None:
+    """At interpreter exit multiprocessing ends daemonic children with SIGTERM and then waits for them.
+    Workers from :func:`worker_context` ignore SIGTERM, and a DataLoader's persistent workers still
+    alive then (a loader nobody closed) would be waited for forever: end them with SIGKILL first.
+    Nothing of theirs needs saving; batches in flight are discarded."""
+    for child in multiprocessing.active_children():
+        if child.daemon and isinstance(child, context.Process):
+            child.kill()
+            child.join(timeout=5)
