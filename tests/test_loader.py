@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,44 @@ def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # fmt: skip
     assert proc.returncode == 0 and "one batch" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_workers_end_when_their_owner_is_killed(shards: Path) -> None:
+    """Workers ignore SIGTERM; when the process that owns them dies without cleaning up (SIGKILL), they end
+    within seconds instead of living on with their fork server."""
+    code = (
+        "import os, time\n"
+        "from cyclegan.config import DataConfig\n"
+        "from cyclegan.data import build_loader\n"
+        "if __name__ == '__main__':\n"
+        f"    cfg = DataConfig(shards={str(shards)!r}, loader='torch', load_size=40, crop_size=32, batch_size=2,"
+        " num_workers=2)\n"
+        "    batches = build_loader(cfg, split='training', rank=0, world_size=1, device='cpu', seed=0,"
+        " train=True).epoch(0)\n"
+        "    next(batches)\n"
+        "    print(*[p.pid for p in __import__('multiprocessing').active_children()], flush=True)\n"
+        "    time.sleep(300)\n"
+    )
+    script = shards.parent / "killed_owner.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env) as owner:
+        children = [int(pid) for pid in owner.stdout.readline().split()]
+        assert children
+        owner.kill()
+    deadline = time.monotonic() + 20
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+    assert not alive, f"workers {alive} outlived their owner"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"
 
 
 def test_auto_picks_the_fallback_on_cpu() -> None:

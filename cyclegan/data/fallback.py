@@ -17,9 +17,12 @@ stream of its own: the training thread only queues a wait for the batch's event 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import queue
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -144,14 +147,28 @@ class _PairDataset(Dataset):
         }
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Clusters and ``timeout`` signal the whole process group. A worker killed by that SIGTERM (or by
-    the SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited
-    unexpectedly"; the workers end with the trainer instead. Set here as well as inherited from the
-    fork server (:mod:`cyclegan.data.worker_signals`), since DataLoader workers install handlers of
-    their own."""
+def _end_with_owner(owner: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT, and ends when the process
+    that owns the loader (pid ``owner``) is gone.
+
+    Clusters and ``timeout`` signal the whole process group; a worker killed by that SIGTERM (or by the
+    SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited unexpectedly".
+    Set here as well as inherited from the fork server (:mod:`cyclegan.data.worker_signals`), since
+    DataLoader workers install handlers of their own. Ignoring SIGTERM also removes the usual way a
+    worker learns that its owner died (DataLoader's own watchdog watches the fork server, which in turn
+    lives as long as its workers), so a thread checks every second that the owner is still there."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)  # the owner is gone (killed, or exited without closing the loader)
+
+    threading.Thread(target=watch, name="cyclegan-owner-watch", daemon=True).start()
 
 
 def check_pair(sample: Sample, photo_size: tuple[int, ...], label_size: tuple[int, ...], paired: bool) -> None:
@@ -255,7 +272,7 @@ class TorchLoader(ShardLoader):
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
                 multiprocessing_context=worker_context() if workers else None,
-                worker_init_fn=_ignore_stop_signals,
+                worker_init_fn=functools.partial(_end_with_owner, os.getpid()),
             )
         return self._loader
 
