@@ -80,7 +80,8 @@ def test_resume_from_epoch_checkpoint_is_bit_identical(reference_run: Path, shar
 
 def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path, shards: Path, tmp_path: Path):
     # Slow the loop down only by giving it more steps to run; SIGTERM arrives after a few.
-    cmd = [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--train.log_every", "1")]
+    cmd = [sys.executable, "-m", "cyclegan.train",
+           *tiny_args(shards, tmp_path, "--train.log_every", "1", "--train.stop_check_every", "1")]
     # Same thread count as the in-process reference: CPU kernels sum in a thread-dependent order.
     env = subprocess_env(OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
