@@ -215,10 +215,10 @@ def test_device_decode_path_errors_and_early_stops_end_its_thread(shards: Path, 
     assert len(list(good.epoch(1))) == good.batches_per_epoch  # the loader still works afterwards
 
 
-def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
-    """The workers ignore SIGTERM, which is how multiprocessing ends daemonic children at exit; a loader
-    still holding its persistent workers then must not keep the process from exiting."""
+def _worker_script(shards: Path, name: str, then: str) -> tuple[Path, dict[str, str]]:
+    """A script that takes one batch from a 2-worker torch loader, then runs ``then``; and its environment."""
     code = (
+        "import multiprocessing, time\n"
         "from cyclegan.config import DataConfig\n"
         "from cyclegan.data import build_loader\n"
         "if __name__ == '__main__':\n"
@@ -227,34 +227,26 @@ def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
         "    batches = build_loader(cfg, split='training', rank=0, world_size=1, device='cpu', seed=0,"
         " train=True).epoch(0)\n"
         "    next(batches)\n"
-        "    print('one batch', flush=True)\n"
+        f"    {then}\n"
     )
-    script = shards.parent / "live_workers.py"
+    script = shards.parent / f"{name}.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # fmt: skip
+    return script, {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
+    """The workers ignore SIGTERM, which is how multiprocessing ends daemonic children at exit; a loader
+    still holding its persistent workers then must not keep the process from exiting."""
+    script, env = _worker_script(shards, "live_workers", "print('one batch', flush=True)")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "one batch" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_workers_end_when_their_owner_is_killed(shards: Path) -> None:
     """Workers ignore SIGTERM; when the process that owns them dies without cleaning up (SIGKILL), they end
     within seconds instead of living on with their fork server."""
-    code = (
-        "import os, time\n"
-        "from cyclegan.config import DataConfig\n"
-        "from cyclegan.data import build_loader\n"
-        "if __name__ == '__main__':\n"
-        f"    cfg = DataConfig(shards={str(shards)!r}, loader='torch', load_size=40, crop_size=32, batch_size=2,"
-        " num_workers=2)\n"
-        "    batches = build_loader(cfg, split='training', rank=0, world_size=1, device='cpu', seed=0,"
-        " train=True).epoch(0)\n"
-        "    next(batches)\n"
-        "    print(*[p.pid for p in __import__('multiprocessing').active_children()], flush=True)\n"
-        "    time.sleep(300)\n"
-    )
-    script = shards.parent / "killed_owner.py"
-    script.write_text(code)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    then = "print(*[p.pid for p in multiprocessing.active_children()], flush=True); time.sleep(300)"
+    script, env = _worker_script(shards, "killed_owner", then)
     with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env) as owner:
         children = [int(pid) for pid in owner.stdout.readline().split()]
         assert children
