@@ -1,5 +1,6 @@
-"""Models, optimizers and the training step from a config: what ``cyclegan-train`` and
-``cyclegan-bench`` both build, so the benchmark times exactly what the trainer runs."""
+"""Models, optimizers, LR schedulers, replay buffers and the training step from a config: what
+``cyclegan-train`` and ``cyclegan-bench`` both build, so the benchmark times exactly what the
+trainer runs (and nothing imports the trainer)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from cyclegan.config import Config
 from cyclegan.losses import CycleGANModels, LossWeights
 from cyclegan.models import Discriminator, Generator
-from cyclegan.scheduler import ReplayBuffer
+from cyclegan.scheduler import ReplayBuffer, linear_decay
 from cyclegan.step import TrainStep
 
 
@@ -49,6 +50,21 @@ def build_optimizers(
     opt_g = torch.optim.Adam(itertools.chain(models.real2seg.parameters(), models.seg2real.parameters()), **kwargs)
     opt_d = torch.optim.Adam(itertools.chain(models.disc_real.parameters(), models.disc_seg.parameters()), **kwargs)
     return opt_g, opt_d
+
+
+def build_schedulers(
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer], cfg: Config
+) -> tuple[torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.LambdaLR]:
+    """The paper's constant-then-linear-decay rule, stepped once per epoch. Plain schedulers, never
+    prepared by Accelerate (which would step them once per process)."""
+    rule = linear_decay(cfg.optim.epochs, cfg.optim.decay_epoch)
+    return tuple(torch.optim.lr_scheduler.LambdaLR(opt, rule) for opt in optimizers)  # type: ignore[return-value]
+
+
+def build_buffers(cfg: Config, rank: int = 0) -> tuple[ReplayBuffer, ReplayBuffer]:
+    """Both discriminators' replay buffers; each process's draw from a random stream of its own."""
+    base = cfg.seed * 100_003 + 2 * rank
+    return ReplayBuffer(cfg.optim.replay_size, base), ReplayBuffer(cfg.optim.replay_size, base + 1)
 
 
 def prepare_models(accelerator: Any, raw: CycleGANModels, cfg: Config) -> CycleGANModels:

@@ -1,24 +1,42 @@
-"""Atomic files: small self-describing network exports, and the full training state.
+"""Atomic files: small self-describing network exports, and the committed training state.
 
 Two kinds of file, kept apart on purpose (as edm keeps snapshots apart from training
 state): ``*_gen_{epoch}.pt`` / ``*_disc_{epoch}.pt`` hold one network's architecture
 arguments and weights, load with ``torch.load(weights_only=True)`` and no config, and are
-what ``cyclegan-generate`` reads; ``checkpoints/state_{step}.pt`` holds everything a resume
-needs. Every write goes to a temporary file that is fsynced and renamed, so a crash or a
-``kill -9`` mid-save never leaves a damaged file under a final name.
+what ``cyclegan-generate`` reads; ``checkpoints/step_{step}/`` holds everything a resume needs:
+
+    shared.pt     the parts every process has alike (weights, optimizers, schedulers, counters),
+                  written once, by process 0
+    rank{r}.pt    process r's own parts (its replay buffers and RNG), written by process r
+    COMMIT.json   written by process 0 after every process reported its file written: the
+                  step, world size, file list, config and shards fingerprint. A folder without
+                  it (a save cut short) is never resumed from.
+
+Plain per-rank files rather than torch.distributed.checkpoint: the networks are replicated
+(DDP), so there is nothing to shard, and the per-rank parts are different objects, not slices
+of one tensor that DCP could reshard; plain files keep ``weights_only`` loading, need no
+collective to read, and let a resume on another world size pick the files it needs. Every write
+goes to a temporary file that is fsynced and renamed, so a crash or a ``kill -9`` mid-save
+never leaves a damaged file under a final name. Single-file ``state_{step}.pt`` checkpoints of
+earlier versions are still listed and read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
 import tempfile
+import time
 import zipfile
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cyclegan.models import Discriminator, Generator
@@ -31,7 +49,13 @@ ROLES = {
     "real": ("discriminator", "photo", None),
     "seg": ("discriminator", "seg", None),
 }
-STATE_PATTERN = re.compile(r"state_(\d+)\.pt$")
+LEGACY_PATTERN = re.compile(r"state_(\d+)\.pt$")
+STEP_PATTERN = re.compile(r"step_(\d+)$")
+EXPORT_PATTERN = re.compile(r"(?:real2seg_gen|seg2real_gen|real_disc|seg_disc)_(\d+)\.pt$")
+COMMIT = "COMMIT.json"
+SHARED = "shared.pt"
+VISIBLE_WAIT_S = 5.0
+"""How long process 0 waits to see a file another process reported written (network filesystems)."""
 
 
 class CheckpointError(ValueError):
@@ -40,12 +64,16 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _atomic_write(path: str | Path, write: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -79,8 +107,26 @@ def export_network(model: nn.Module, role: str, path: str | Path, epoch: int) ->
     )
 
 
+def prune_exports(out_dir: str | Path, every: int, keep: int) -> list[Path]:
+    """Delete the network exports no longer wanted; return them. Kept: the newest epoch's, and
+    every ``every``-th epoch's (only the newest ``keep`` of those, unless ``keep`` is 0)."""
+    out_dir = Path(out_dir)
+    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := EXPORT_PATTERN.fullmatch(p.name))]
+    if not found:
+        return []
+    epochs = sorted({epoch for epoch, _ in found})
+    milestones = [epoch for epoch in epochs if epoch % every == 0]
+    wanted = {epochs[-1], *(milestones[-keep:] if keep else milestones)}
+    doomed = [p for epoch, p in found if epoch not in wanted]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
 def load_trusted(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load`` restricted to tensors and plain containers, errors in one line."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a file (a training checkpoint's folder?)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -102,7 +148,7 @@ def load_network(
     path = Path(path)
     data = load_trusted(path, map_location)
     wanted = kind or "network"
-    if isinstance(data, dict) and data.get("format") == FORMAT and "models" in data:
+    if isinstance(data, dict) and data.get("format") == FORMAT and ("models" in data or "parts" in data):
         raise CheckpointError(f"{path}: is a training-state checkpoint, not an exported {wanted} (use *_gen_N.pt)")
     if (
         not isinstance(data, dict)
@@ -123,28 +169,229 @@ def load_network(
     return model.eval(), meta
 
 
-def save_state(state: dict[str, Any], directory: str | Path, step: int, keep: int) -> Path:
-    """Write ``state_{step}.pt`` atomically, then delete all but the newest ``keep``."""
-    directory = Path(directory)
-    path = atomic_save({"format": FORMAT, **state}, directory / f"state_{step:09d}.pt")
-    for old in list_states(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
+def gather(obj: Any, world_size: int) -> list[Any]:
+    """Collective: every process's ``obj``, in rank order, on every process."""
+    if world_size == 1:
+        return [obj]
+    out = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
-def list_states(directory: str | Path) -> list[Path]:
-    """Training-state files in ``directory``, oldest first (ordered by step)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STATE_PATTERN.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+def agree(error: str | None, world_size: int) -> None:
+    """Collective: raise ``CheckpointError`` on every process if any process reports an error.
+
+    Called after each step that can fail on some processes only (a file one process cannot see
+    or write), so that no process walks on into a collective the others never reach."""
+    errors = gather(error, world_size)
+    failed = [(rank, e) for rank, e in enumerate(errors) if e]
+    if failed:
+        rank, message = failed[0]
+        raise CheckpointError(message if world_size == 1 else f"process {rank}: {message}")
+
+
+def broadcast(obj: Any, world_size: int) -> Any:
+    """Process 0's ``obj`` on every process."""
+    if world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sees(path: Path, content: str | None = None) -> bool:
+    """Whether ``path`` (with ``content``, if given) shows up within ``VISIBLE_WAIT_S``: a file
+    another process has just written may take a moment to appear on a network filesystem."""
+    deadline = time.monotonic() + VISIBLE_WAIT_S
+    while True:
+        try:
+            if content is None and path.is_file() or content is not None and path.read_text() == content:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+@dataclass
+class Saved:
+    """A committed checkpoint, opened: ``meta`` is small (read from COMMIT.json); the parts are
+    read on demand. Also wraps a single-file checkpoint of an earlier version."""
+
+    path: Path
+    meta: dict[str, Any]
+    _legacy: dict[str, Any] | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["train"]["global_step"])
+
+    @property
+    def world_size(self) -> int:
+        return int(self.meta["world_size"])
+
+    def shared(self) -> dict[str, Any]:
+        """The parts every process loads alike."""
+        if self._legacy is not None:
+            old = self._legacy
+            names = ("models", "opt_g", "opt_d", "sched_g", "sched_d", "scaler")
+            return {**{k: old.get(k) for k in names}, "train": self.meta["train"],
+                    "wandb": {"run_id": old.get("wandb_run_id")}}  # fmt: skip
+        return self._read(self.path / SHARED)
+
+    def rank(self, rank: int) -> dict[str, Any]:
+        """The per-process parts process ``rank`` of the saving run wrote."""
+        if self._legacy is not None:
+            return self._legacy["ranks"][rank]
+        return self._read(self.path / f"rank{rank}.pt")
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        data = load_trusted(path, "cpu")
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("step") != self.step:
+            raise CheckpointError(f"{path}: not the step-{self.step} part its {COMMIT} lists")
+        return data["parts"]
+
+
+def open_checkpoint(path: str | Path) -> Saved:
+    """A committed ``step_N`` folder (or its COMMIT.json), or an earlier version's state file."""
+    path = Path(path)
+    if path.name == COMMIT:
+        path = path.parent
+    if path.is_dir():
+        commit = path / COMMIT
+        if not commit.is_file():
+            raise CheckpointError(f"{path}: has no {COMMIT}: a save that did not finish; resume from an earlier one")
+        try:
+            meta = json.loads(commit.read_text())
+            missing = [name for name in meta["files"] if not (path / name).is_file()]
+            int(meta["train"]["global_step"]) + int(meta["world_size"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{commit}: not a checkpoint commit marker (bad or missing {e})") from None
+        if missing:
+            raise CheckpointError(f"{path}: committed but {', '.join(missing)} missing (is train.out_dir on "
+                                  "a filesystem every process sees?)")  # fmt: skip
+        return Saved(path, meta)
+    old = load_state(path)
+    meta = {
+        "world_size": old["world_size"],
+        "train": {k: old[k] for k in ("epoch", "step_in_epoch", "global_step")},
+        "config": old["config"],
+        "shards_fingerprint": None,
+    }
+    return Saved(path, meta, old)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a training-state file; the step is read from its content, never its name."""
+    """Read a single-file training state of an earlier version (before per-rank checkpoints)."""
     path = Path(path)
     data = load_trusted(path, "cpu")
     if not isinstance(data, dict) or data.get("format") != FORMAT or "models" not in data:
         raise CheckpointError(f"{path}: not a training-state checkpoint written by cyclegan-train")
     return data
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Resumable checkpoints in ``directory``, oldest first by step: committed ``step_N`` folders
+    and earlier versions' ``state_N.pt`` files. Folders without a commit marker are left out."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = {}
+    for p in directory.iterdir():
+        if (m := LEGACY_PATTERN.fullmatch(p.name)) and p.is_file():
+            found.setdefault(int(m.group(1)), p)
+        elif (m := STEP_PATTERN.fullmatch(p.name)) and (p / COMMIT).is_file():
+            found[int(m.group(1))] = p
+    return [found[step] for step in sorted(found)]
+
+
+class CheckpointManager:
+    """Saves and loads one mapping of stateful parts (see ``cyclegan.state``), every process
+    taking part: each writes its per-rank parts, process 0 the shared ones and then the commit."""
+
+    def __init__(self, directory: str | Path, rank: int, world_size: int, keep: int, per_rank: Collection[str]) -> None:
+        self.directory = Path(directory)
+        self.rank, self.world_size, self.keep = rank, world_size, keep
+        self.per_rank = frozenset(per_rank)
+
+    def save(self, parts: Mapping[str, Any], step: int, meta: dict[str, Any]) -> Path:
+        """Collective. ``meta`` (JSON: train counters, config, shards fingerprint) goes into the commit."""
+        folder = self.directory / f"step_{step:09d}"
+        error = None
+        if self.rank == 0 and (folder / COMMIT).exists():  # saved at this step before: uncommit it first
+            try:
+                (folder / COMMIT).unlink()
+            except OSError as e:
+                error = f"{folder / COMMIT}: cannot replace ({e.strerror or e})"
+        agree(error, self.world_size)
+        try:
+            mine = {name: part.state_dict() for name, part in parts.items() if name in self.per_rank}
+            atomic_save({"format": FORMAT, "step": step, "rank": self.rank, "parts": mine},
+                        folder / f"rank{self.rank}.pt")  # fmt: skip
+            if self.rank == 0:
+                shared = {name: part.state_dict() for name, part in parts.items() if name not in self.per_rank}
+                atomic_save({"format": FORMAT, "step": step, "parts": shared}, folder / SHARED)
+        except OSError as e:
+            error = f"{folder}: cannot write the checkpoint ({e.strerror or e})"
+        agree(error, self.world_size)
+        if self.rank == 0:
+            try:
+                self._commit(folder, step, meta)
+                self._prune()
+            except (OSError, CheckpointError) as e:
+                error = str(e) if isinstance(e, CheckpointError) else f"{folder}: cannot commit ({e.strerror or e})"
+        agree(error, self.world_size)
+        return folder
+
+    def _commit(self, folder: Path, step: int, meta: dict[str, Any]) -> None:
+        files = [SHARED, *(f"rank{r}.pt" for r in range(self.world_size))]
+        for name in files:
+            if not sees(folder / name):
+                raise CheckpointError(f"{folder / name}: written by another process but not visible to process 0 "
+                                      f"after {VISIBLE_WAIT_S:.0f} s: train.out_dir must be on a filesystem every "
+                                      "process sees")  # fmt: skip
+        record = {"format": FORMAT, "step": step, "world_size": self.world_size, "files": files,
+                  "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}  # fmt: skip
+        _atomic_write(folder / COMMIT, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+
+    def _prune(self) -> None:
+        """Keep the newest ``keep`` checkpoints; drop older ones and folders of unfinished saves."""
+        kept = list_checkpoints(self.directory)
+        newest = int(STEP_PATTERN.fullmatch(kept[-1].name).group(1)) if kept else 0
+        doomed = kept[: -self.keep]
+        for p in self.directory.iterdir():
+            m = STEP_PATTERN.fullmatch(p.name)
+            if m and not (p / COMMIT).is_file() and int(m.group(1)) < newest:
+                doomed.append(p)
+        for p in doomed:
+            if p.is_dir():
+                (p / COMMIT).unlink(missing_ok=True)  # first, so a half-deleted folder is never resumed from
+                for child in p.iterdir():
+                    child.unlink()
+                p.rmdir()
+            else:
+                p.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        found = list_checkpoints(self.directory)
+        return found[-1] if found else None
+
+    def load(self, saved: Saved, parts: Mapping[str, Any]) -> list[str]:
+        """Load the shared parts, and this process's own if the world size is the saved one.
+
+        Returns the per-rank part names left for the caller (a different world size: see
+        ``Saved.rank`` to redistribute them)."""
+        shared = saved.shared()
+        for name, part in parts.items():
+            if name not in self.per_rank:
+                if name not in shared:
+                    raise CheckpointError(f"{saved.path}: has no '{name}' part")
+                part.load_state_dict(shared[name])
+        left = [name for name in parts if name in self.per_rank]
+        if saved.world_size == self.world_size:
+            mine = saved.rank(self.rank)
+            for name in left:
+                parts[name].load_state_dict(mine[name])
+            return []
+        return left

@@ -97,10 +97,21 @@ class TrainConfig:
     layout back and forth (2-10 % slower on CPU; to be measured on a GPU)."""
     resume: str = ""
     """'' = fresh run, 'auto' = latest checkpoint in out_dir/checkpoints if any, or a path."""
+    force_resume: bool = False
+    """Resume even where the config differs from the checkpoint's in a field that changes the data
+    order, the LR curve or the model (refused otherwise, with the field and both values)."""
     checkpoint_every_steps: int = 0
     """Also save training state every N steps (0: only at epoch ends)."""
     keep_checkpoints: int = 3
     """Training-state checkpoints kept (oldest deleted first)."""
+    export_every: int = 10
+    """Generator/discriminator files of every epoch are written; of the older ones only every
+    export_every-th epoch's are kept (the newest always is). 1 keeps all (~116 MB an epoch at ngf 64)."""
+    keep_exports: int = 0
+    """How many of the every-export_every-th epochs' files to keep, newest first (0: all)."""
+    dist_timeout_s: int = 600
+    """Seconds a collective (gradient all-reduce, checkpoint agreement) waits for the other
+    processes before the run fails with "lost contact" instead of hanging."""
     max_nonfinite_steps: int = 10
     """Abort after this many consecutive steps with a non-finite loss (each is skipped; the count
     lives on the device and is read every stop_check_every steps)."""
@@ -206,6 +217,8 @@ def validate(cfg: Config) -> Config:
         "train.max_nonfinite_steps": cfg.train.max_nonfinite_steps,
         "train.log_every": cfg.train.log_every,
         "train.stop_check_every": cfg.train.stop_check_every,
+        "train.export_every": cfg.train.export_every,
+        "train.dist_timeout_s": cfg.train.dist_timeout_s,
     }
     for key, value in positive.items():
         if value < 1:
@@ -220,6 +233,7 @@ def validate(cfg: Config) -> Config:
         "train.eval_every": cfg.train.eval_every,
         "train.num_samples": cfg.train.num_samples,
         "train.max_steps": cfg.train.max_steps,
+        "train.keep_exports": cfg.train.keep_exports,
     }
     for key, value in non_negative.items():
         if value < 0:

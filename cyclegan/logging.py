@@ -16,6 +16,7 @@ from torchvision.utils import make_grid, save_image
 from cyclegan.config import ConfigError, WandbConfig
 from cyclegan.palette import class_labels, seg_to_ids
 
+STEP_METRIC = "trainer/step"
 GRID_COLUMNS = ("photo", "G(photo)", "F(G(photo))", "seg", "F(seg)", "G(F(seg))")
 
 
@@ -69,6 +70,10 @@ class RunLogger:
             id=run_id,
             resume="allow" if run_id else None,
         )
+        # Rows carry the trainer's own step, not W&B's: W&B drops a row whose ``step=`` is at or
+        # below the last one it saw, which is every row a resumed run replays after a preemption.
+        self.run.define_metric(STEP_METRIC)
+        self.run.define_metric("*", step_metric=STEP_METRIC)
 
     @property
     def run_id(self) -> str | None:
@@ -78,7 +83,7 @@ class RunLogger:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
-            self.run.log(metrics, step=step)
+            self.run.log({**metrics, STEP_METRIC: step})
 
     def log_samples(self, views: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int) -> None:
         """The epoch's grid plus each photo with predicted and true class masks (named)."""
@@ -95,7 +100,7 @@ class RunLogger:
             }
             images.append(self.wandb.Image(photo.permute(1, 2, 0).numpy(), masks=masks, caption=batch["key"][i]))
         grid_image = self.wandb.Image(grid.permute(1, 2, 0).numpy(), caption=" | ".join(GRID_COLUMNS))
-        self.run.log({"samples/grid": grid_image, "samples/segmentation": images}, step=step)
+        self.run.log({"samples/grid": grid_image, "samples/segmentation": images, STEP_METRIC: step})
 
     def finish(self) -> None:
         if self.run is not None:

@@ -10,15 +10,18 @@ Resume after a stop or preemption (same epoch, step, LR, data position):
 Print the resolved configuration and the plan without training:
     cyclegan-train --config configs/ade20k.yaml --dry-run
 
-Every epoch the main process writes ``real2seg_gen_{epoch}.pt``, ``seg2real_gen_{epoch}.pt``,
-``real_disc_{epoch}.pt``, ``seg_disc_{epoch}.pt`` and ``samples/epoch_{epoch}.png`` into
-``train.out_dir``, and the full training state into ``train.out_dir/checkpoints``.
+At every epoch's end all processes save the training state into ``train.out_dir/checkpoints/step_N``
+(see ``cyclegan.checkpoint``); then the main process writes ``real2seg_gen_{epoch}.pt``,
+``seg2real_gen_{epoch}.pt``, ``real_disc_{epoch}.pt``, ``seg_disc_{epoch}.pt`` (older epochs thinned
+by ``train.export_every``) and ``samples/epoch_{epoch}.png`` into ``train.out_dir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import secrets
 import signal
 import sys
 import time
@@ -30,12 +33,32 @@ import yaml
 from tqdm import tqdm
 
 from cyclegan import checkpoint
-from cyclegan.build import build_models, build_optimizers, build_step, prepare_models
+from cyclegan.build import (
+    build_buffers,
+    build_models,
+    build_optimizers,
+    build_schedulers,
+    build_step,
+    prepare_models,
+    scaled_lr,
+)
 from cyclegan.config import Config, ConfigError, load_config, to_dict
 from cyclegan.data import LoaderError, build_loader
+from cyclegan.data.catalog import shards_fingerprint
 from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
-from cyclegan.scheduler import ReplayBuffer, linear_decay
+from cyclegan.scheduler import deal_buffers
+from cyclegan.state import (
+    PER_RANK,
+    ModelsState,
+    OptimizerState,
+    RNGState,
+    ScalerState,
+    Stateful,
+    TrainState,
+    WandbState,
+    check_resume_config,
+)
 from cyclegan.step import StepStats
 
 
@@ -55,80 +78,64 @@ class StopSignal:
         self.requested = True
 
 
-def _rng_state() -> dict[str, Any]:
-    # Only torch draws random numbers in training (the loaders and replay buffers seed their own).
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _gather_to_main(obj: Any, accelerator: Any) -> list[Any] | None:
-    """Each process's object, collected on the main process only (None elsewhere)."""
-    if accelerator.num_processes == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * accelerator.num_processes if accelerator.is_main_process else None
-    dist.gather_object(obj, out, dst=0)
-    return out
-
-
-def resolve_resume(resume: str, out_dir: Path) -> Path | None:
-    if not resume:
-        return None
-    if resume == "auto":
-        states = checkpoint.list_states(out_dir / "checkpoints")
-        return states[-1] if states else None
-    path = Path(resume)
-    if not path.is_file():
-        raise TrainingError(f"{path}: resume checkpoint not found")
-    return path
+def is_lost_peer(error: BaseException) -> bool:
+    """A collective that failed because another process died or stopped answering (gloo raises a
+    plain RuntimeError naming its transport; NCCL a DistError, where its watchdog does not abort first)."""
+    text = str(error)
+    return isinstance(error, torch.distributed.DistError) or any(
+        marker in text for marker in ("gloo/transport", "Connection closed by peer", "Connection reset by peer")
+    )
 
 
 class Trainer:
-    """Owns the run's objects; ``fit`` runs the epochs. Built on every process."""
+    """Owns the run's parts; ``fit`` runs the epochs. Built on every process.
+
+    ``parts`` is the training state: every stateful object of the run by name, which
+    ``checkpoint.CheckpointManager`` saves and loads as one mapping."""
 
     def __init__(self, cfg: Config, accelerator: Any) -> None:
         self.cfg = cfg
         self.acc = accelerator
+        self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
         self.out_dir = Path(cfg.train.out_dir)
         self.stop_signal = StopSignal()
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.global_step = 0
-        self.wandb_run_id: str | None = None
+        self.fingerprint = shards_fingerprint(cfg.data.shards)
+        self.manager = checkpoint.CheckpointManager(
+            self.out_dir / "checkpoints", self.rank, self.world_size, cfg.train.keep_checkpoints, PER_RANK
+        )
+        self._check_shared_out_dir()
+        saved = self._open_resume()  # the config is compared before anything is built or written
+
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.raw = build_models(cfg, accelerator.device)
-        self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=accelerator.num_processes)
-        # Plain schedulers, not prepared: Accelerate would step them once per process.
-        rule = linear_decay(cfg.optim.epochs, cfg.optim.decay_epoch)
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
-        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
-        # Each process keeps its own buffers, with its own random stream.
-        base = cfg.seed * 100_003 + 2 * accelerator.process_index
-        self.buffers = (ReplayBuffer(cfg.optim.replay_size, base), ReplayBuffer(cfg.optim.replay_size, base + 1))
-        self._scaler_state: dict[str, Any] | None = None
-
-        resume_path = resolve_resume(cfg.train.resume, self.out_dir)
-        if resume_path is not None:
-            self._load(resume_path)
+        self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=self.world_size)
+        self.sched_g, self.sched_d = build_schedulers((self.opt_g, self.opt_d), cfg)
+        self.buffers = build_buffers(cfg, self.rank)
+        self.progress = TrainState()
+        self.wandb = WandbState()
+        self.parts: dict[str, Stateful] = {
+            "train": self.progress,
+            "models": ModelsState(self.raw),
+            "opt_g": OptimizerState(self.opt_g),
+            "opt_d": OptimizerState(self.opt_d),
+            "sched_g": self.sched_g,
+            "sched_d": self.sched_d,
+            "scaler": ScalerState(getattr(accelerator, "scaler", None)),
+            "wandb": self.wandb,
+            "photo_buffer": self.buffers[0],  # per process (PER_RANK) from here on
+            "seg_buffer": self.buffers[1],
+            "rng": RNGState(),
+        }
+        if saved is not None:
+            self._load(saved)
 
         self.models = prepare_models(accelerator, self.raw, cfg)
-        if self._scaler_state is not None and getattr(accelerator, "scaler", None) is not None:
-            accelerator.scaler.load_state_dict(self._scaler_state)  # fp16 loss scale continues
         self.step = build_step(accelerator, self.models, (self.opt_g, self.opt_d), self.buffers, cfg)
         self.loader = build_loader(
             cfg.data,
             split=cfg.data.train_split,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
+            rank=self.rank,
+            world_size=self.world_size,
             device=accelerator.device,
             seed=cfg.seed,
             train=True,
@@ -137,7 +144,7 @@ class Trainer:
         if self.loader.batches_per_epoch < 1:
             raise TrainingError(
                 f"{cfg.data.shards}: split '{cfg.data.train_split}' is too small for "
-                f"{accelerator.num_processes} process(es) x batch {cfg.data.batch_size}"
+                f"{self.world_size} process(es) x batch {cfg.data.batch_size}"
             )
         self.val_loader = None
         self.fid = None
@@ -146,8 +153,8 @@ class Trainer:
             self.val_loader = build_loader(
                 cfg.data,
                 split=cfg.data.val_split,
-                rank=accelerator.process_index,
-                world_size=accelerator.num_processes,
+                rank=self.rank,
+                world_size=self.world_size,
                 device=accelerator.device,
                 seed=cfg.seed,
                 train=False,
@@ -157,67 +164,129 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.samples: dict[str, Any] | None = None
         if accelerator.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
             self.samples = self._fixed_samples()
-            self.logger = RunLogger(cfg.wandb, to_dict(cfg), self.out_dir, self.wandb_run_id)
-            self.wandb_run_id = self.logger.run_id
+            self.logger = RunLogger(cfg.wandb, to_dict(cfg), self.out_dir, self.wandb.run_id)
+            self.wandb.run_id = self.logger.run_id
+            if saved is not None and self.progress.step_in_epoch == 0 and self.progress.epoch > 0:
+                self._export(self.progress.epoch, only_missing=True)  # a stop may have cut the last export short
 
     # ----------------------------------------------------------------- state
-    def _load(self, path: Path) -> None:
-        state = checkpoint.load_state(path)
-        if state["world_size"] != self.acc.num_processes and state["step_in_epoch"] > 0:
-            raise TrainingError(
-                f"{path}: saved mid-epoch by {state['world_size']} processes; resume it with the same number "
-                f"(now {self.acc.num_processes}) or from an epoch-end checkpoint"
+    def _check_shared_out_dir(self) -> None:
+        """Collective: every process must see the files process 0 writes in ``train.out_dir``
+        (checkpoints are written by all of them and read back by all of them)."""
+        error = None
+        token = secrets.token_hex(8)
+        probe = self.out_dir / ".cyclegan-shared"
+        if self.rank == 0:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                probe.write_text(token)
+            except OSError as e:
+                error = f"{self.out_dir}: cannot write train.out_dir ({e.strerror or e})"
+        checkpoint.agree(error, self.world_size)
+        if self.world_size == 1:
+            return
+        token = checkpoint.broadcast(token, self.world_size)
+        error = None
+        if self.rank != 0 and not checkpoint.sees(probe, token):
+            error = (f"{self.out_dir}: does not hold what process 0 wrote there: train.out_dir must be one "
+                     "folder every process sees (a shared filesystem on multi-node runs)")  # fmt: skip
+        checkpoint.agree(error, self.world_size)
+
+    def _open_resume(self) -> checkpoint.Saved | None:
+        """Collective: process 0 chooses the checkpoint (so no process acts on a stale listing of
+        its own), every process opens it and compares its config; all agree or all fail."""
+        choice, error = None, None
+        if self.rank == 0:
+            try:
+                choice = self._choose(self.cfg.train.resume)
+            except TrainingError as e:
+                error = str(e)
+        choice, error = checkpoint.broadcast((choice, error), self.world_size)
+        if error:
+            raise TrainingError(error)
+        if choice is None:
+            return None
+        saved, notes, error = None, [], None
+        try:
+            # "auto" names a folder under this process's own out_dir: on a filesystem that is not
+            # shared the lookup fails here, on every process, instead of loading different steps.
+            saved = checkpoint.open_checkpoint(self.manager.directory / choice)
+            notes = check_resume_config(
+                saved.meta["config"], self.cfg, saved.meta.get("shards_fingerprint"), self.fingerprint, str(saved.path)
             )
-        for name, module in vars(self.raw).items():
-            module.load_state_dict(state["models"][name])
-        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
-            opt.load_state_dict(state[key])
-            for group in opt.param_groups:  # a saved group's "fused" would replace this run's choice
-                group["fused"] = opt.defaults["fused"]
-        self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
-        self._scaler_state = state.get("scaler")
-        per_rank = state["ranks"]
-        mine = per_rank[self.acc.process_index] if self.acc.process_index < len(per_rank) else None
-        if mine is not None:
-            self.buffers[0].load_state_dict(mine["photo_buffer"])
-            self.buffers[1].load_state_dict(mine["seg_buffer"])
-            _set_rng_state(mine["rng"])
-        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        self.wandb_run_id = state.get("wandb_run_id")
+            if saved.world_size != self.world_size and saved.meta["train"]["step_in_epoch"] > 0:
+                raise TrainingError(
+                    f"{saved.path}: saved mid-epoch by {saved.world_size} process(es), and this run has "
+                    f"{self.world_size}: the data position does not carry over; resume from an epoch-end "
+                    "checkpoint (a step_N folder whose COMMIT.json has step_in_epoch 0) or with the same world size"
+                )
+        except (checkpoint.CheckpointError, ConfigError, TrainingError) as e:
+            error = str(e)
+        checkpoint.agree(error, self.world_size)
         if self.acc.is_main_process:
-            print(f"resumed from {path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of that epoch", flush=True)
+            for note in notes:
+                print(note, flush=True)
+        return saved
+
+    def _choose(self, resume: str) -> str | None:
+        if not resume:
+            return None
+        if resume == "auto":
+            latest = self.manager.latest()
+            return None if latest is None else latest.name
+        path = Path(resume).absolute()  # an absolute path survives the join in _open_resume
+        if not path.exists():
+            raise TrainingError(f"{path}: resume checkpoint not found")
+        return str(path)
+
+    def _load(self, saved: checkpoint.Saved) -> None:
+        left = self.manager.load(saved, self.parts)
+        if left:
+            self._redistribute(saved)
+        steps = checkpoint.gather(self.progress.global_step, self.world_size)
+        if len(set(steps)) > 1:
+            raise TrainingError(f"{saved.path}: processes loaded different steps {steps}; not resuming")
+        if saved.world_size != self.world_size and self.cfg.optim.lr_scaling != "none":
+            self._rescale_lr()
+        if self.acc.is_main_process:
+            p = self.progress
+            print(f"resumed from {saved.path}: epoch {p.epoch + 1}, step {p.step_in_epoch} of that epoch, "
+                  f"step {p.global_step} in all", flush=True)  # fmt: skip
+
+    def _redistribute(self, saved: checkpoint.Saved) -> None:
+        """An epoch-end checkpoint of another world size: deal the saved replay buffers out to this
+        run's processes; RNG of process r continues the saved process r's where there was one."""
+        old = saved.world_size
+        step = saved.step
+        for name in ("photo_buffer", "seg_buffer"):
+            states = (saved.rank(r)[name] for r in range(old))
+            seed = f"{self.cfg.seed}:{name}:{self.rank}:{step}"
+            self.parts[name].load_state_dict(deal_buffers(states, self.rank, self.world_size, seed))
+        if self.rank < old:
+            self.parts["rng"].load_state_dict(saved.rank(self.rank)["rng"])
+        counts = checkpoint.gather(len(self.buffers[0]), self.world_size)
+        if self.acc.is_main_process:
+            print(f"world size {old} -> {self.world_size}: replay buffers redistributed, "
+                  f"{'/'.join(map(str, counts))} stored fakes per process", flush=True)  # fmt: skip
+
+    def _rescale_lr(self) -> None:
+        """optim.lr_scaling ties the LR to the global batch, which the new world size changed."""
+        base = scaled_lr(self.cfg, self.world_size)
+        for sched in (self.sched_g, self.sched_d):
+            sched.base_lrs = [base] * len(sched.base_lrs)
+            for group, rule in zip(sched.optimizer.param_groups, sched.lr_lambdas, strict=True):
+                group["initial_lr"] = base
+                group["lr"] = base * rule(sched.last_epoch)
+        if self.acc.is_main_process:
+            print(f"optim.lr_scaling={self.cfg.optim.lr_scaling}: base LR now {base:.3g} for the new global batch")
 
     def save_state(self) -> None:
-        """Collective: every process contributes its buffers and RNG; the main one writes."""
-        mine = {
-            "photo_buffer": self.buffers[0].state_dict(),
-            "seg_buffer": self.buffers[1].state_dict(),
-            "rng": _rng_state(),
-        }
-        ranks = _gather_to_main(mine, self.acc)
-        if not self.acc.is_main_process:
-            return
-        scaler = getattr(self.acc, "scaler", None)
-        state = {
-            "models": {name: m.state_dict() for name, m in vars(self.raw).items()},
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ranks": ranks,
-            "world_size": self.acc.num_processes,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "wandb_run_id": self.wandb_run_id,
-            "config": to_dict(self.cfg),
-        }
-        checkpoint.save_state(state, self.out_dir / "checkpoints", self.global_step, self.cfg.train.keep_checkpoints)
+        """Collective: every process writes its own parts; process 0 the shared ones and the commit."""
+        meta = {"train": self.progress.state_dict(), "config": to_dict(self.cfg),
+                "shards_fingerprint": self.fingerprint}  # fmt: skip
+        self.manager.save(self.parts, self.progress.global_step, meta)
 
     # ------------------------------------------------------------ per epoch
     def _fixed_samples(self) -> dict[str, Any] | None:
@@ -235,28 +304,38 @@ class Trainer:
             )
         return next(iter(loader.epoch(0)))
 
-    def end_of_epoch(self, epoch: int) -> None:
-        """Exports, sample grid and W&B images (main process); then the collective save."""
-        number = epoch + 1
+    def _export(self, number: int, only_missing: bool = False) -> None:
+        """Write epoch ``number``'s four network files (main process), then thin out older ones:
+        the newest epoch and every ``train.export_every``-th are kept (``train.keep_exports`` of those)."""
+        for role, module, suffix in (
+            ("real2seg", self.raw.real2seg, "gen"),
+            ("seg2real", self.raw.seg2real, "gen"),
+            ("real", self.raw.disc_real, "disc"),
+            ("seg", self.raw.disc_seg, "disc"),
+        ):
+            path = self.out_dir / f"{role}_{suffix}_{number}.pt"
+            if not (only_missing and path.is_file()):
+                checkpoint.export_network(module, role, path, epoch=number)
+        checkpoint.prune_exports(self.out_dir, self.cfg.train.export_every, self.cfg.train.keep_exports)
+
+    def end_of_epoch(self, number: int, stats: StepStats) -> bool:
+        """Training state first (a preemption's SIGKILL follows its SIGTERM by ~30 s), then the
+        exports; the sample grid and evaluation unless a stop was requested. True: stop now."""
+        self.save_state()
+        stop = self._stop_requested(stats)
         if self.acc.is_main_process:
-            for role, module, suffix in (
-                ("real2seg", self.raw.real2seg, "gen"),
-                ("seg2real", self.raw.seg2real, "gen"),
-                ("real", self.raw.disc_real, "disc"),
-                ("seg", self.raw.disc_seg, "disc"),
-            ):
-                checkpoint.export_network(module, role, self.out_dir / f"{role}_{suffix}_{number}.pt", epoch=number)
-            if self.samples is not None:
+            self._export(number)
+            if self.samples is not None and not stop:
                 self.raw.real2seg.eval()
                 self.raw.seg2real.eval()
                 views = translate_samples(self.raw.real2seg, self.raw.seg2real, self.samples)
                 self.raw.real2seg.train()
                 self.raw.seg2real.train()
                 save_grid(sample_grid(views), self.out_dir / "samples" / f"epoch_{number}.png")
-                self.logger.log_samples(views, self.samples, step=self.global_step)
-        if self.val_loader is not None and number % self.cfg.train.eval_every == 0:
+                self.logger.log_samples(views, self.samples, step=self.progress.global_step)
+        if self.val_loader is not None and number % self.cfg.train.eval_every == 0 and not stop:
             self.evaluate(number)
-        self.save_state()
+        return stop
 
     def evaluate(self, number: int) -> dict[str, float]:
         """Validation scores of the current generators (collective: every process calls it)."""
@@ -271,7 +350,7 @@ class Trainer:
                 f"{k[5:]}={metrics[k]:.4g}" for k in ("eval/pixel_acc", "eval/mean_iou", "eval/fid") if k in metrics
             )
             tqdm.write(f"epoch {number} validation: {summary}")
-            self.logger.log(metrics, step=self.global_step)
+            self.logger.log(metrics, step=self.progress.global_step)
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -289,18 +368,18 @@ class Trainer:
                 f"{cfg.train.precision} precision, device {acc.device}",
                 flush=True,
             )
-        stats = StepStats(acc.device)
-        while self.epoch < cfg.optim.epochs:
+        stats, p = StepStats(acc.device), self.progress
+        while p.epoch < cfg.optim.epochs:
             stats.reset_interval()
             data_time, t_log = 0.0, time.perf_counter()
             with tqdm(
                 total=per_epoch,
-                initial=self.step_in_epoch,
-                desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}",
+                initial=p.step_in_epoch,
+                desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
                 disable=not acc.is_main_process,
                 dynamic_ncols=True,
             ) as bar:  # closed on errors too, so a one-line error starts on a fresh line
-                batches = iter(self.loader.epoch(self.epoch, skip_batches=self.step_in_epoch))
+                batches = iter(self.loader.epoch(p.epoch, skip_batches=p.step_in_epoch))
                 while True:
                     t0 = time.perf_counter()
                     batch = next(batches, None)
@@ -308,29 +387,31 @@ class Trainer:
                     if batch is None:
                         break
                     stats.add(self.step(batch))
-                    self.step_in_epoch += 1
-                    self.global_step += 1
+                    p.step_in_epoch += 1
+                    p.global_step += 1
                     bar.update(1)
-                    if self.global_step % cfg.train.log_every == 0:
+                    if p.global_step % cfg.train.log_every == 0:
                         metrics = self._metrics(stats, data_time, time.perf_counter() - t_log)
                         bar.set_postfix_str(format_postfix(metrics))
                         if self.logger is not None:
-                            self.logger.log(metrics, step=self.global_step)
+                            self.logger.log(metrics, step=p.global_step)
                         stats.reset_interval()
                         data_time, t_log = 0.0, time.perf_counter()
-                    if self.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
+                    if p.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
                         self.save_state()
                         return "stopped by signal; state saved"
-                    if cfg.train.checkpoint_every_steps and self.global_step % cfg.train.checkpoint_every_steps == 0:
-                        self.save_state()
-                    if cfg.train.max_steps and self.global_step >= cfg.train.max_steps:
+                    if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
                         self.save_state()
                         return f"reached train.max_steps={cfg.train.max_steps}"
+                    every = cfg.train.checkpoint_every_steps
+                    if every and p.global_step % every == 0 and p.step_in_epoch < per_epoch:  # the epoch's end saves
+                        self.save_state()
             self.sched_g.step()
             self.sched_d.step()
-            self.epoch += 1
-            self.step_in_epoch = 0
-            self.end_of_epoch(self.epoch - 1)
+            p.epoch += 1
+            p.step_in_epoch = 0
+            if self.end_of_epoch(p.epoch, stats):
+                return "stopped by signal; state saved"
         return "finished"
 
     def _stop_requested(self, stats: StepStats) -> bool:
@@ -343,11 +424,13 @@ class Trainer:
         stop, longest = flags.tolist()
         stats.reset_check()
         if longest and self.acc.is_main_process:
-            tqdm.write(f"step {self.global_step}: non-finite loss, up to {longest:.0f} consecutive steps skipped")
+            tqdm.write(
+                f"step {self.progress.global_step}: non-finite loss, up to {longest:.0f} consecutive steps skipped"
+            )
         if longest >= self.cfg.train.max_nonfinite_steps:
             raise TrainingError(
-                f"non-finite loss in {longest:.0f} consecutive steps (epoch {self.epoch + 1}, before step "
-                f"{self.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
+                f"non-finite loss in {longest:.0f} consecutive steps (epoch {self.progress.epoch + 1}, before step "
+                f"{self.progress.global_step}); try a lower optim.lr or train.precision bf16 instead of fp16"
             )
         return bool(stop)
 
@@ -359,7 +442,7 @@ class Trainer:
         metrics["train/lr"] = self.opt_g.param_groups[0]["lr"]
         metrics["perf/pairs_per_s"] = stats.steps * self.cfg.data.batch_size / max(wall, 1e-9)
         metrics["perf/data_wait_frac"] = min(data_time / max(wall, 1e-9), 1.0)
-        metrics["progress/epoch"] = self.epoch + self.step_in_epoch / self.loader.batches_per_epoch
+        metrics["progress/epoch"] = self.progress.epoch + self.progress.step_in_epoch / self.loader.batches_per_epoch
         if self.acc.device.type == "cuda":
             metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.acc.device) / 2**30
         return metrics
@@ -391,8 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cyclegan-train: error: {e}", file=sys.stderr)
         return 2
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
-    accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.train.dist_timeout_s))
+    accelerator = Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[timeout])
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
     if accelerator.is_main_process:
@@ -408,6 +493,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (TrainingError, ConfigError, LoaderError, checkpoint.CheckpointError) as e:
         print(f"cyclegan-train: error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        if not is_lost_peer(e):
+            raise
+        reason = str(e).splitlines()[0][:200]
+        print(f"cyclegan-train: error: process {accelerator.process_index} lost contact with another process "
+              f"({reason}); the job cannot go on: restart it, and --resume auto continues from the last "
+              "committed checkpoint", file=sys.stderr, flush=True)  # fmt: skip
         return 1
     finally:
         if trainer is not None:

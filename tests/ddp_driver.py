@@ -53,7 +53,7 @@ real_close = cyclegan.train.Trainer.close
 
 def close(self) -> None:
     final.update({name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in vars(self.raw).items()})
-    steps.append(self.global_step)
+    steps.append(self.progress.global_step)
     real_close(self)
 
 

@@ -17,10 +17,11 @@ from gen_fixtures import (
 )
 from PIL import Image
 
-from cyclegan.checkpoint import export_network, save_state
+from cyclegan.checkpoint import CheckpointManager, export_network
 from cyclegan.generate import main, translate
 from cyclegan.models import Discriminator
 from cyclegan.palette import TRAIN_PALETTE
+from cyclegan.state import PER_RANK, TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +158,8 @@ def bad_case(name: str, tmp_path: Path, generators: tuple[Path, Path]) -> tuple[
         disc = export_network(Discriminator(ndf=8), "real", tmp_path / "real_disc_3.pt", epoch=3)
         return ["--input", photo, "--generator", disc], disc
     if name == "training_state":
-        state = save_state({"models": {}, "step": 1}, tmp_path / "checkpoints", step=1, keep=1)
+        manager = CheckpointManager(tmp_path / "checkpoints", rank=0, world_size=1, keep=1, per_rank=PER_RANK)
+        state = manager.save({"train": TrainState()}, step=1, meta={}) / "shared.pt"
         return ["--input", photo, "--generator", state], state
     if name == "pickle":
         evil = write_evil_pickle(tmp_path / "evil.pt", tmp_path / "pwned")

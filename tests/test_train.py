@@ -32,6 +32,10 @@ pytestmark = pytest.mark.slow
 ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
 
 
+def latest(out_dir: Path) -> checkpoint.Saved:
+    return checkpoint.open_checkpoint(checkpoint.list_checkpoints(out_dir / "checkpoints")[-1])
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_shards(tmp_path_factory.mktemp("train_data"))
@@ -51,14 +55,14 @@ def test_single_process_outputs(reference_run: Path):
             model, meta = checkpoint.load_network(reference_run / f"{role}_{epoch}.pt")
             assert meta["epoch"] == epoch
         assert (reference_run / "samples" / f"epoch_{epoch}.png").stat().st_size > 0
-    states = checkpoint.list_states(reference_run / "checkpoints")
-    final = checkpoint.load_state(states[-1])
-    assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 16)
-    assert final["config"]["model"]["ngf"] == 8
+    final = latest(reference_run)
+    assert final.meta["train"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 16}
+    assert final.meta["config"]["model"]["ngf"] == 8 and final.world_size == 1
+    assert sorted(p.name for p in final.path.iterdir()) == ["COMMIT.json", "rank0.pt", "shared.pt"]
     assert (reference_run / "config.yaml").is_file()
     # The LR rule: decay starts after epoch index 1 (the second and last epoch, still at the
     # base LR), so the scheduler has stepped to 0 for the (non-existent) third epoch.
-    assert final["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+    assert final.shared()["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.0)
     # Metrics every train.log_every=2 steps, also without W&B.
     logged = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == list(range(2, 17, 2))
@@ -70,12 +74,17 @@ def test_single_process_outputs(reference_run: Path):
 
 def test_resume_from_epoch_checkpoint_is_bit_identical(reference_run: Path, shards: Path, tmp_path: Path):
     epoch1 = next(
-        p for p in checkpoint.list_states(reference_run / "checkpoints") if checkpoint.load_state(p)["epoch"] == 1
+        p
+        for p in checkpoint.list_checkpoints(reference_run / "checkpoints")
+        if checkpoint.open_checkpoint(p).meta["train"]["epoch"] == 1
     )
     assert main(tiny_args(shards, tmp_path, "--resume", str(epoch1))) == 0
     for role in ROLES:
         assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
-    assert not (tmp_path / "real2seg_gen_1.pt").exists()  # epoch 1 was not trained again
+    # Epoch 1 was not trained again; its exports, missing here, were written from the checkpoint.
+    assert not (tmp_path / "samples" / "epoch_1.png").exists()
+    for role in ROLES:
+        assert same_weights(load_export(tmp_path / f"{role}_1.pt"), load_export(reference_run / f"{role}_1.pt")), role
 
 
 def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path, shards: Path, tmp_path: Path):
@@ -96,28 +105,46 @@ def test_sigterm_mid_epoch_then_resume_finishes_identically(reference_run: Path,
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, "".join(lines) + rest
     assert "stopped by signal; state saved" in rest
-    state = checkpoint.load_state(checkpoint.list_states(tmp_path / "checkpoints")[-1])
-    assert state["global_step"] < 16
+    assert latest(tmp_path).step < 16
     assert main(tiny_args(shards, tmp_path, "--resume", "auto")) == 0
     for role in ROLES:
         assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
 
 
-FIXTURE = REPO / "tests" / "fixtures" / "state_v1_step5.pt"
+FIXTURES = REPO / "tests" / "fixtures"
 FIXTURE_ARGS = ("--model.ngf", "4", "--model.ndf", "4", "--optim.replay_size", "3", "--train.num_samples", "0")
-"""The fixture is a training state written by the code of 2026-11-29 (commit a42e7f7: torch.Generator
-replay states, a non-fused Adam) after 5 steps of ``tiny_args(...) + FIXTURE_ARGS`` on these shards."""
+"""Both fixtures are single-file training states written after 5 steps of ``tiny_args(...) + FIXTURE_ARGS``
+on these shards: v1 by the code of 2026-11-29 (commit a42e7f7: torch.Generator replay states, a non-fused
+Adam, lambda_identity 0.5 by default then), v2 by that of 2026-12-02 (commit 9bb00e6, the last before
+per-rank checkpoints)."""
 
 
-def test_checkpoint_of_the_previous_format_resumes(shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+@pytest.mark.parametrize(("fixture", "extra"), [("state_v1_step5.pt", ("--optim.lambda_identity", "0.5")),
+                                                ("state_v2_step5.pt", ())])  # fmt: skip
+def test_checkpoint_of_an_earlier_format_resumes(
+    fixture: str, extra: tuple[str, ...], shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     (tmp_path / "checkpoints").mkdir()
-    shutil.copy(FIXTURE, tmp_path / "checkpoints" / FIXTURE.name.replace("v1_step5", "000000005"))
-    assert main(tiny_args(shards, tmp_path, *FIXTURE_ARGS, "--resume", "auto")) == 0
+    shutil.copy(FIXTURES / fixture, tmp_path / "checkpoints" / "state_000000005.pt")
+    assert main(tiny_args(shards, tmp_path, *FIXTURE_ARGS, *extra, "--resume", "auto")) == 0
     assert "resumed from" in capsys.readouterr().out
-    final = checkpoint.load_state(checkpoint.list_states(tmp_path / "checkpoints")[-1])
-    assert (final["epoch"], final["global_step"]) == (2, 16)
+    final = latest(tmp_path)
+    assert (final.meta["train"]["epoch"], final.step) == (2, 16)
     assert [checkpoint.load_network(tmp_path / f"real2seg_gen_{e}.pt")[1]["epoch"] for e in (1, 2)] == [1, 2]
-    assert all(group["fused"] for group in final["opt_g"]["param_groups"])  # continues on the fused kernels
+    assert all(group["fused"] for group in final.shared()["opt_g"]["param_groups"])  # continues on the fused kernels
+
+
+def test_resume_refuses_a_changed_objective_in_one_line(shards: Path, tmp_path: Path, capsys):
+    """The v1 fixture was trained with lambda_identity 0.5 (the default then); today's default is 0."""
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(FIXTURES / "state_v1_step5.pt", tmp_path / "checkpoints" / "state_000000005.pt")
+    assert main(tiny_args(shards, tmp_path, *FIXTURE_ARGS, "--resume", "auto")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optim.lambda_identity: checkpoint has 0.5, this run 0.0" in err[0]
+    assert not (tmp_path / "config.yaml").exists()  # refused before anything was written
+    # Forced, it runs, and says what it overrode.
+    assert main(tiny_args(shards, tmp_path, *FIXTURE_ARGS, "--resume", "auto", "--train.force_resume", "true")) == 0
+    assert "resume forced despite optim.lambda_identity" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("loader", ["torch", "dali"])
@@ -140,7 +167,7 @@ def test_two_processes_ddp(shards: Path, tmp_path: Path, loader: str):
         assert len(keys[0]) == len(keys[1]) == 8  # 16 samples, 2 processes, batch 2: nothing left over
     assert ranks[1]["exports"] == [] and len(ranks[0]["exports"]) == 8
     assert sorted(p.name for p in out.glob("*.pt")) == sorted(f"{r}_{e}.pt" for r in ROLES for e in (1, 2))
-    assert checkpoint.load_state(checkpoint.list_states(out / "checkpoints")[-1])["world_size"] == 2
+    assert latest(out).world_size == 2
 
 
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(shards: Path, tmp_path: Path):
@@ -170,8 +197,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(shards: Path, tmp
     assert "stopped by signal; state saved" in rest
     ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["steps"] == ranks[1]["steps"] and ranks[0]["steps"][0] % 3 == 0
-    state = checkpoint.load_state(checkpoint.list_states(out / "checkpoints")[-1])
-    assert state["global_step"] == ranks[0]["steps"][0] < 50 * 4
+    assert latest(out).step == ranks[0]["steps"][0] < 50 * 4
 
 
 def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):

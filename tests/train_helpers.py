@@ -33,6 +33,7 @@ def tiny_args(shards: Path, out_dir: Path, *extra: str) -> list[str]:
         "--data.batch_size", "2", "--data.num_workers", "1",
         "--optim.epochs", "2", "--optim.decay_epoch", "1", "--optim.replay_size", "4",
         "--train.out_dir", str(out_dir), "--train.channels_last", "false", "--train.log_every", "2",
+        "--train.export_every", "1",
         "--train.num_samples", "2", "--wandb.mode", "disabled",
         *extra,
     ]  # fmt: skip

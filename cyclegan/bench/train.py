@@ -33,12 +33,11 @@ import torch
 from cyclegan.bench.loader import synthetic_shards
 from cyclegan.bench.report import report
 from cyclegan.bench.seed_style import seed_style_epochs
-from cyclegan.build import build_models, build_optimizers, build_step, prepare_models
+from cyclegan.build import build_buffers, build_models, build_optimizers, build_step, prepare_models
 from cyclegan.config import Config
 from cyclegan.data import build_loader
 from cyclegan.data.catalog import read_split
 from cyclegan.losses import LossWeights
-from cyclegan.scheduler import ReplayBuffer
 from cyclegan.step import StepStats, TrainStep
 
 PEAK_TFLOPS = {
@@ -185,7 +184,7 @@ def make_step(cfg: Config, setup: StepSetup, device: torch.device) -> TrainStep:
     torch.manual_seed(0)
     raw = build_models(cfg, acc.device)
     optimizers = build_optimizers(raw, cfg, fused=setup.fused)
-    buffers = (ReplayBuffer(cfg.optim.replay_size, 0), ReplayBuffer(cfg.optim.replay_size, 1))
+    buffers = build_buffers(cfg)
     return build_step(acc, prepare_models(acc, raw, cfg), optimizers, buffers, cfg)
 
 
@@ -196,7 +195,7 @@ def count_flops(cfg: Config) -> int:
 
     models = build_models(cfg, "meta")
     optimizers = build_optimizers(models, cfg, fused=False)  # never stepped: only zero_grad runs
-    buffers = (ReplayBuffer(cfg.optim.replay_size), ReplayBuffer(cfg.optim.replay_size))
+    buffers = build_buffers(cfg)
     step = TrainStep(models, *optimizers, buffers, LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity))
     size, batch = cfg.data.crop_size, cfg.data.batch_size
     fake = {k: torch.empty(batch, 3, size, size, device="meta") for k in ("photo", "seg")}

@@ -16,6 +16,7 @@ sit out each epoch, different ones each epoch when shuffling.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import multiprocessing
 from collections.abc import Iterator
@@ -86,6 +87,18 @@ class ShardLoader:
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict]:
         """The epoch's batches after the first ``skip_batches`` (resuming mid-epoch)."""
         raise NotImplementedError
+
+
+def shards_fingerprint(shards: str | Path) -> str | None:
+    """A hash of what the manifest says the shards hold (options and per-split files and counts,
+    not where the source images were), so a resume can tell moved shards from other ones.
+    None when there is no readable manifest (the loader reports that itself)."""
+    try:
+        manifest = json.loads((Path(shards) / MANIFEST).read_text())
+        content = {"options": manifest.get("options"), "splits": manifest["splits"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def read_split(shards: str | Path, split: str) -> Split:
