@@ -23,6 +23,7 @@ from train_helpers import (
     same_weights,
     subprocess_env,
     tiny_args,
+    wandb_history,
 )
 
 from cyclegan import checkpoint
@@ -228,29 +229,29 @@ def test_two_nodes_on_localhost(shards: Path, tmp_path: Path):
     assert (tmp_path / "real2seg_gen_1.pt").is_file()
 
 
-def test_wandb_offline_run_has_a_sample_image_per_epoch(shards: Path, tmp_path: Path):
+def test_wandb_offline_resume_continues_the_run_and_keeps_replayed_rows(shards: Path, tmp_path: Path):
+    """A run logs steps 2-6, checkpoints at 4 and is lost before saving at 6; the resume replays 6 from
+    the step-4 checkpoint. With the trainer's own step metric W&B keeps every row (with ``step=`` it
+    would drop rows at or below its last step)."""
     pytest.importorskip("wandb")
     env = subprocess_env(WANDB_SILENT="true")
-    proc = run_group(
-        [sys.executable, "-m", "cyclegan.train", *tiny_args(shards, tmp_path, "--wandb.mode", "offline")], env
-    )
+    first = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--train.checkpoint_every_steps", "4",
+                      "--train.max_steps", "6")  # fmt: skip
+    proc = run_group([sys.executable, "-m", "cyclegan.train", *first], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    grids = list(runs[0].glob("files/media/images/samples/grid_*.png"))
-    assert len(grids) == 2
-    history = (
-        (runs[0] / "files" / "wandb-summary.json").read_text()
-        if (runs[0] / "files" / "wandb-summary.json").exists()
-        else ""
-    )
-    assert "samples/segmentation" in history or list(runs[0].glob("files/media/images/samples/segmentation_*"))
-    # A resumed run continues the same W&B run (same id; offline mode writes a second folder for it).
-    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--optim.epochs", "3", "--resume", "auto")
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000000006")  # preempted before this save
+    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--resume", "auto")
     proc = run_group([sys.executable, "-m", "cyclegan.train", *more], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_ids = {run.name.rsplit("-", 1)[-1] for run in (tmp_path / "wandb").glob("offline-run-*")}
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2 and len(run_ids) == 1
+    assert "resume changes train.max_steps: 6 -> 0" in proc.stdout
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1  # one W&B run, continued
+    rows = [[row for row in wandb_history(run) if "train/loss_G" in row] for run in runs]
+    assert [row["trainer/step"] for row in rows[0]] == [2, 4, 6]
+    assert [row["trainer/step"] for row in rows[1]] == [6, 8, 10, 12, 14, 16]
+    samples = [row["trainer/step"] for row in wandb_history(runs[1]) if "samples/grid/_type" in row]
+    assert samples == [8, 16]  # one grid per epoch end
+    assert len(list(runs[1].glob("files/media/images/samples/grid_*.png"))) == 2
 
 
 def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
