@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny synthetic ADE20K datasets in both on-disk layouts (read-only; copy to modify)."""
+"""Shared fixtures: tiny synthetic ADE20K datasets in both on-disk layouts, their shards and a reference
+training run (read-only; copy to modify)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from train_helpers import make_shards, tiny_args
 
 from cyclegan.data.synthetic import make_synthetic_ade20k
 
@@ -22,3 +24,19 @@ def scene_parsing_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def full_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``ADE20K_2021_17_01`` folder with the same scenes, plus its ``ade150_class_map.json``."""
     return make_synthetic_ade20k(tmp_path_factory.mktemp("full"), layout="full", **SYNTHETIC)
+
+
+@pytest.fixture(scope="session")
+def train_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 training and 4 validation samples as shards, for the trainer's tests."""
+    return make_shards(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="session")
+def reference_run(train_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 2-epoch single-process run that resume tests must reproduce."""
+    from cyclegan.train import main
+
+    out = tmp_path_factory.mktemp("reference")
+    assert main(tiny_args(train_shards, out)) == 0
+    return out

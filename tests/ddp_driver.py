@@ -1,11 +1,17 @@
 """Runs ``cyclegan.train.main`` under ``accelerate launch`` with instruments attached.
 
 The product code runs unchanged; this driver only records, per process, which sample keys
-the loader yielded, which process exported files, the final weights and step, into
-``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir), and its pid into ``rank{N}.pid``.
+the loader yielded, which process exported files, the final weights and step and the exit code,
+into ``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir), and its pid into ``rank{N}.pid``.
+
+Two optional instruments stand in for the cluster: ``CYCLEGAN_TEST_SIGTERM_GROUP_AT=N`` makes process 0
+send SIGTERM to the launcher's process group (as SLURM and ``timeout`` do) when its loader yields its
+N-th batch; ``CYCLEGAN_TEST_OUT_DIR_PER_RANK=1`` gives each process its own ``train.out_dir``
+(``<out_dir>-rank{N}``), as nodes without a shared filesystem would have.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +26,8 @@ seen: list[str] = []
 exports: list[str] = []
 final: dict[str, dict[str, torch.Tensor]] = {}
 steps: list[int] = []
+batches: list[int] = []
+signal_at = int(os.environ.get("CYCLEGAN_TEST_SIGTERM_GROUP_AT", "0")) if rank == 0 else 0
 
 real_build_loader = cyclegan.train.build_loader
 
@@ -32,6 +40,9 @@ class RecordingLoader:
     def epoch(self, epoch: int, skip_batches: int = 0):
         for batch in self.inner.epoch(epoch, skip_batches):
             seen.extend(f"{epoch}:{key}" for key in batch["key"])
+            batches.append(epoch)
+            if len(batches) == signal_at:
+                os.killpg(os.getpgid(os.getppid()), signal.SIGTERM)  # the launcher forwards it to every rank
             yield batch
 
 
@@ -64,6 +75,11 @@ if __name__ == "__main__":  # loader workers start from a fork server, which imp
 
     record_dir.mkdir(parents=True, exist_ok=True)
     (record_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # lets a test signal one rank
-    code = cyclegan.train.main(sys.argv[1:])
-    torch.save({"seen": seen, "exports": exports, "weights": final, "steps": steps}, record_dir / f"rank{rank}.pt")
+    argv = sys.argv[1:]
+    if os.environ.get("CYCLEGAN_TEST_OUT_DIR_PER_RANK"):
+        where = argv.index("--train.out_dir") + 1
+        argv[where] = f"{argv[where]}-rank{rank}"
+    code = cyclegan.train.main(argv)
+    record = {"seen": seen, "exports": exports, "weights": final, "steps": steps, "code": code}
+    torch.save(record, record_dir / f"rank{rank}.pt")
     sys.exit(code)

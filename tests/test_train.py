@@ -18,7 +18,6 @@ from train_helpers import (
     accelerate_cmd,
     free_port,
     load_export,
-    make_shards,
     run_group,
     same_weights,
     subprocess_env,
@@ -38,16 +37,8 @@ def latest(out_dir: Path) -> checkpoint.Saved:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_shards(tmp_path_factory.mktemp("train_data"))
-
-
-@pytest.fixture(scope="module")
-def reference_run(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted 2-epoch single-process run that the resume tests must reproduce."""
-    out = tmp_path_factory.mktemp("reference")
-    assert main(tiny_args(shards, out)) == 0
-    return out
+def shards(train_shards: Path) -> Path:
+    return train_shards
 
 
 def test_single_process_outputs(reference_run: Path):

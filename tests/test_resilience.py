@@ -1,0 +1,169 @@
+"""Multi-process robustness with real processes (gloo on CPU): per-rank committed checkpoints,
+one resume decision, preemption of the whole process group, a lost node, other world sizes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import (
+    REPO,
+    accelerate_cmd,
+    free_port,
+    load_export,
+    run_group,
+    same_weights,
+    subprocess_env,
+    tiny_args,
+)
+
+from cyclegan import checkpoint
+
+pytestmark = pytest.mark.slow
+ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
+
+
+def launch_two(out: Path, record: Path, shards: Path, *extra: str, timeout: float = 300, **env: str):
+    """``accelerate launch`` of two CPU processes running the recording driver; returns the run and
+    each rank's record."""
+    cmd = accelerate_cmd(
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", free_port(),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out, *extra),
+    )  # fmt: skip
+    # Same thread count in every run compared: CPU kernels sum in a thread-dependent order.
+    proc = run_group(cmd, subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record), **env), timeout)
+    ranks = [torch.load(p, weights_only=True) if (p := record / f"rank{r}.pt").exists() else None for r in (0, 1)]
+    return proc, ranks
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Our one-line errors, one per process (the two processes' output may interleave within a line)."""
+    return ["cyclegan-train: error:" + part.split("\n")[0] for part in stderr.split("cyclegan-train: error:")[1:]]
+
+
+def latest(out_dir: Path) -> checkpoint.Saved:
+    return checkpoint.open_checkpoint(checkpoint.list_checkpoints(out_dir / "checkpoints")[-1])
+
+
+def copy_checkpoint(src: Path, out_dir: Path) -> None:
+    shutil.copytree(src, out_dir / "checkpoints" / src.name)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(train_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """An uninterrupted 2-process, 2-epoch run, also checkpointed mid-epoch (every 2 of its 4 steps)."""
+    root = tmp_path_factory.mktemp("ddp_reference")
+    proc, ranks = launch_two(root / "run", root / "record", train_shards, "--train.checkpoint_every_steps", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "run", ranks
+
+
+def test_each_rank_writes_its_own_part_and_rank0_commits(ddp_run):
+    out, ranks = ddp_run
+    found = checkpoint.list_checkpoints(out / "checkpoints")
+    assert [p.name for p in found] == ["step_000000004", "step_000000006", "step_000000008"]  # keep_checkpoints 3
+    for folder in found:
+        assert sorted(p.name for p in folder.iterdir()) == ["COMMIT.json", "rank0.pt", "rank1.pt", "shared.pt"]
+    saved = latest(out)
+    assert saved.world_size == 2 and saved.meta["train"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 8}
+    # The per-rank parts differ (each process has its own replay buffers); nothing was gathered.
+    buffers = [saved.rank(r)["photo_buffer"] for r in (0, 1)]
+    assert not torch.equal(buffers[0]["items"], buffers[1]["items"])
+    assert "photo_buffer" not in saved.shared() and "models" in saved.shared()
+    assert [r["code"] for r in ranks] == [0, 0]
+
+
+def test_sigterm_to_the_process_group_saves_then_resume_matches(ddp_run, train_shards: Path, tmp_path: Path):
+    """As SLURM does: SIGTERM to the launcher's group mid-epoch (the launcher forwards it to both ranks).
+    Every rank exits 0 after a committed save; the launcher itself exits 1 (torchrun's design)."""
+    out, record = tmp_path / "run", tmp_path / "record"
+    proc, ranks = launch_two(out, record, train_shards, "--train.stop_check_every", "1",
+                             CYCLEGAN_TEST_SIGTERM_GROUP_AT="6")  # fmt: skip
+    assert [r["code"] for r in ranks] == [0, 0], proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 1  # the launcher's own exit code after forwarding a signal
+    assert "stopped by signal; state saved" in proc.stdout
+    saved = latest(out)
+    assert 6 <= saved.step < 8 and saved.meta["train"]["step_in_epoch"] > 0  # mid-epoch 2, committed
+    assert ranks[0]["steps"] == ranks[1]["steps"] == [saved.step]
+    proc, ranks = launch_two(out, tmp_path / "record2", train_shards, "--resume", "auto")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reference = ddp_run[1][0]["weights"]
+    for name, weights in ranks[0]["weights"].items():
+        assert same_weights(weights, reference[name]), name
+
+
+def test_world_size_2_to_1_at_an_epoch_end(ddp_run, train_shards: Path, tmp_path: Path, capsys):
+    from cyclegan.train import main
+
+    out, _ = ddp_run
+    mid, end = out / "checkpoints" / "step_000000006", out / "checkpoints" / "step_000000004"
+    copy_checkpoint(mid, tmp_path / "mid")
+    assert main(tiny_args(train_shards, tmp_path / "mid", "--resume", "auto")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "saved mid-epoch by 2 process(es), and this run has 1" in err[0]
+    assert "resume from an epoch-end checkpoint" in err[0]
+
+    copy_checkpoint(end, tmp_path / "end")
+    assert main(tiny_args(train_shards, tmp_path / "end", "--resume", "auto")) == 0
+    printed = capsys.readouterr().out
+    assert "world size 2 -> 1: replay buffers redistributed, 4 stored fakes per process" in printed
+    saved = latest(tmp_path / "end")
+    # Epoch 2 on one process: all 16 samples in 8 steps (4 + 8 = 12 steps in all), LR decayed to 0 after it.
+    assert saved.world_size == 1 and saved.meta["train"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 12}
+    assert saved.shared()["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+    import json
+
+    logged = [json.loads(line) for line in (tmp_path / "end" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [6, 8, 10, 12] and {m["train/lr"] for m in logged} == {2e-4}
+
+
+def test_world_size_1_to_2_at_an_epoch_end(reference_run: Path, train_shards: Path, tmp_path: Path):
+    epoch1 = next(p for p in checkpoint.list_checkpoints(reference_run / "checkpoints")
+                  if checkpoint.open_checkpoint(p).meta["train"]["epoch"] == 1)  # fmt: skip
+    out = tmp_path / "run"
+    copy_checkpoint(epoch1, out)
+    proc, ranks = launch_two(out, tmp_path / "record", train_shards, "--resume", "auto")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "world size 1 -> 2: replay buffers redistributed, 2/2 stored fakes per process" in proc.stdout
+    # Epoch 2's order follows the new world size: disjoint halves, 4 steps of batch 2 each.
+    keys = [{k for k in r["seen"] if k.startswith("1:")} for r in ranks]
+    assert len(keys[0]) == len(keys[1]) == 8 and not keys[0] & keys[1]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == [8 + 4]
+    for name in ranks[0]["weights"]:
+        assert same_weights(ranks[0]["weights"][name], ranks[1]["weights"][name]), name
+    assert latest(out).world_size == 2
+
+
+def test_out_dir_that_is_not_shared_fails_at_start_on_every_rank(train_shards: Path, tmp_path: Path):
+    proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")
+    assert [r["code"] for r in ranks] == [1, 1]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 2 and all("train.out_dir must be one folder every process sees" in line for line in lines)
+    assert not (tmp_path / "run-rank0" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("rank1_has", ["older", "renamed"])
+def test_ranks_never_resume_from_different_steps(rank1_has: str, ddp_run, train_shards: Path, tmp_path: Path):
+    """Each rank has its own out_dir, whose probe file is process 0's (a listing that is stale, not
+    missing). Process 0 chooses step 8; rank 1 has only step 4, either as it is (the choice is not
+    there: one line) or under step 8's name (it loads step 4: the step check stops both)."""
+    checkpoints = ddp_run[0] / "checkpoints"
+    copy_checkpoint(checkpoints / "step_000000008", tmp_path / "run-rank0")
+    target = tmp_path / "run-rank1" / "checkpoints" / ("step_000000004" if rank1_has == "older" else "step_000000008")
+    shutil.copytree(checkpoints / "step_000000004", target)
+    (tmp_path / "run-rank0" / ".cyclegan-shared").write_text("")
+    (tmp_path / "run-rank1" / ".cyclegan-shared").symlink_to(tmp_path / "run-rank0" / ".cyclegan-shared")
+    proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, "--resume", "auto",
+                             CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")  # fmt: skip
+    assert [r["code"] for r in ranks] == [1, 1], proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    expected = "step_000000008: no such file" if rank1_has == "older" else "processes loaded different steps [8, 4]"
+    assert len(lines) == 2 and all(expected in line for line in lines), lines
