@@ -54,7 +54,7 @@ STEP_PATTERN = re.compile(r"step_(\d+)$")
 EXPORT_PATTERN = re.compile(r"(?:real2seg_gen|seg2real_gen|real_disc|seg_disc)_(\d+)\.pt$")
 COMMIT = "COMMIT.json"
 SHARED = "shared.pt"
-VISIBLE_WAIT_S = 5.0
+VISIBLE_WAIT_S = 3.0
 """How long process 0 waits to see a file another process reported written (network filesystems)."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import re
 import secrets
 import signal
 import sys
@@ -497,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         if not is_lost_peer(e):
             raise
-        reason = str(e).splitlines()[0][:200]
+        # gloo's "[.../pair.cc:561] Connection closed by peer [host]:port. This is typically ...": the gist
+        reason = re.sub(r"^\[[^\]]*\] ", "", str(e).splitlines()[0]).split(". ")[0][:160]
         print(f"cyclegan-train: error: process {accelerator.process_index} lost contact with another process "
               f"({reason}); the job cannot go on: restart it, and --resume auto continues from the last "
               "committed checkpoint", file=sys.stderr, flush=True)  # fmt: skip

@@ -3,6 +3,7 @@ one resume decision, preemption of the whole process group, a lost node, other w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +18,6 @@ from train_helpers import (
     REPO,
     accelerate_cmd,
     free_port,
-    load_export,
     run_group,
     same_weights,
     subprocess_env,
@@ -66,8 +66,15 @@ def ddp_run(train_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     return root / "run", ranks
 
 
-def test_each_rank_writes_its_own_part_and_rank0_commits(ddp_run):
+def test_two_processes_ddp_each_rank_writes_its_own_part_and_rank0_commits(ddp_run):
     out, ranks = ddp_run
+    for name in ranks[0]["weights"]:
+        assert same_weights(ranks[0]["weights"][name], ranks[1]["weights"][name]), name
+    for epoch in (0, 1):
+        keys = [{k for k in r["seen"] if k.startswith(f"{epoch}:")} for r in ranks]
+        assert len(keys[0]) == len(keys[1]) == 8 and not keys[0] & keys[1]  # 16 samples, 2 x batch 2 x 4 steps
+    assert ranks[1]["exports"] == [] and len(ranks[0]["exports"]) == 8
+    assert sorted(p.name for p in out.glob("*.pt")) == sorted(f"{r}_{e}.pt" for r in ROLES for e in (1, 2))
     found = checkpoint.list_checkpoints(out / "checkpoints")
     assert [p.name for p in found] == ["step_000000004", "step_000000006", "step_000000008"]  # keep_checkpoints 3
     for folder in found:
@@ -167,3 +174,77 @@ def test_ranks_never_resume_from_different_steps(rank1_has: str, ddp_run, train_
     lines = error_lines(proc.stderr)
     expected = "step_000000008: no such file" if rank1_has == "older" else "processes loaded different steps [8, 4]"
     assert len(lines) == 2 and all(expected in line for line in lines), lines
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            kids = [int(k) for k in (task / "children").read_text().split()] if (task / "children").exists() else []
+            found += kids
+            todo += kids
+    return found
+
+
+def start_nodes(args: list[str], port: str) -> list[subprocess.Popen]:
+    env = subprocess_env(USE_CPU="1", NUM_NODES="2", MAIN_ADDR="127.0.0.1", MAIN_PORT=port, GPUS_PER_NODE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return [
+        subprocess.Popen(["bash", str(REPO / "launch" / "node.sh"), *args], cwd=REPO, env={**env, "NODE_RANK": str(r)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        for r in (0, 1)
+    ]  # fmt: skip
+
+
+def end_nodes(nodes: list[subprocess.Popen]) -> None:
+    for node in nodes:
+        for pid in [node.pid, *descendants(node.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # each torchrun worker has a session of its own
+        node.communicate()
+
+
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_a_lost_node_ends_the_survivor_then_resume_completes(how: str, train_shards: Path, tmp_path: Path):
+    """Two "nodes" on localhost (launch/node.sh, gloo, one process each). Once epoch 1 is committed,
+    node 1 is lost: its launcher and processes SIGKILLed (the survivor's sockets close), or frozen
+    with SIGSTOP (a node that vanished from the network: nothing closes, only the timeout ends the wait).
+    Node 0 must exit non-zero within train.dist_timeout_s plus a margin, with one line naming the cause;
+    then (checked once) a relaunch with --resume auto completes the run from the committed checkpoint."""
+    timeout_s = 8
+    out = tmp_path / "run"
+    args = tiny_args(train_shards, out, "--optim.epochs", "3", "--optim.decay_epoch", "1",
+                     "--train.dist_timeout_s", str(timeout_s))  # fmt: skip
+    nodes = start_nodes(args, free_port())
+    try:
+        commit = out / "checkpoints" / "step_000000004" / "COMMIT.json"
+        deadline = time.monotonic() + 120
+        while not commit.exists() and time.monotonic() < deadline and nodes[0].poll() is None:
+            time.sleep(0.02)
+        assert commit.exists(), nodes[0].communicate()[0][-3000:]
+        lost = nodes[1]
+        for pid in [lost.pid, *descendants(lost.pid)]:
+            os.kill(pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        t0 = time.monotonic()
+        output = nodes[0].communicate(timeout=timeout_s + 60)[0]
+        elapsed = time.monotonic() - t0
+    finally:
+        end_nodes(nodes)
+    assert nodes[0].returncode != 0
+    assert elapsed < timeout_s + 30, elapsed
+    lines = [line for line in output.splitlines() if "lost contact with another process" in line]
+    assert len(lines) == 1 and lines[0].startswith("cyclegan-train: error: process 0 lost contact"), output[-3000:]
+    assert latest(out).step < 12  # the run did not finish
+    if how == "frozen":
+        return  # the relaunch below is the same in both cases
+
+    nodes = start_nodes([*args, "--resume", "auto"], free_port())
+    try:
+        outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    finally:
+        end_nodes(nodes)
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert "resumed from" in outputs[0]
+    assert latest(out).meta["train"] == {"epoch": 3, "step_in_epoch": 0, "global_step": 12}
