@@ -106,7 +106,7 @@ class TrainConfig:
     """Training-state checkpoints kept (oldest deleted first)."""
     export_every: int = 10
     """Generator/discriminator files of every epoch are written; of the older ones only every
-    export_every-th epoch's are kept (the newest always is). 1 keeps all (~116 MB an epoch at ngf 64)."""
+    export_every-th epoch's are kept (the newest always is). 1 keeps all (113 MB an epoch at ngf/ndf 64)."""
     keep_exports: int = 0
     """How many of the every-export_every-th epochs' files to keep, newest first (0: all)."""
     dist_timeout_s: int = 600

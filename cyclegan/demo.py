@@ -8,20 +8,19 @@ trees, roads, ... each class with its own colour and texture), shards it with
 cyclegan-shard, trains a small CycleGAN with ``configs/demo.yaml`` through the same
 ``cyclegan-train`` entry point as real runs, then translates the validation photos to
 segmentation maps and the validation label maps to photos with the last epoch's
-generators. Every step is one of the project's own commands; the demo only chains them.
+generators. Every step is one of the project's own commands, run as its own process (as a
+user would type it); the demo only chains them.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from cyclegan.data.shard import main as shard_main
 from cyclegan.data.synthetic import make_synthetic_ade20k
-from cyclegan.generate import main as generate_main
-from cyclegan.train import main as train_main
 
 PROG = "cyclegan-demo"
 
@@ -33,6 +32,11 @@ def demo_config() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError("configs/demo.yaml not found next to the package or under sys.prefix/share")
+
+
+def command(module: str, args: list[str]) -> int:
+    """One of the project's commands (``python -m cyclegan.<module>``), in a process of its own."""
+    return subprocess.call([sys.executable, "-m", f"cyclegan.{module}", *args])
 
 
 def _positive(text: str) -> int:
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[2/4] cyclegan-shard -> {out / 'shards'}", flush=True)
     shards = out / "shards"
-    code = shard_main(["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"])
+    code = command(
+        "data.shard", ["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"]
+    )
     if code:
         return code
 
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = ["--data.shards", str(shards), "--train.out_dir", str(run)]
     if args.epochs:
         overrides += ["--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2)]
-    code = train_main(["--config", str(demo_config()), *overrides, *train_overrides])
+    code = command("train", ["--config", str(demo_config()), *overrides, *train_overrides])
     if code:
         return code
     last = max(int(p.stem.rsplit("_", 1)[1]) for p in run.glob("real2seg_gen_*.pt"))
@@ -82,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         ("seg2real", dataset / "annotations" / "validation", out / "translated" / "seg2photo"),
     )
     for role, inputs, target in jobs:
-        code = generate_main(
+        code = command(
+            "generate",
             ["--input", str(inputs), "--generator", str(run / f"{role}_gen_{last}.pt"), "--output-dir", str(target)]
-            + ["--width", "128", "--height", "96", "--overwrite"]
+            + ["--width", "128", "--height", "96", "--overwrite"],
         )
         if code:
             return code

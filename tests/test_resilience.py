@@ -93,7 +93,7 @@ def test_sigterm_to_the_process_group_saves_then_resume_matches(ddp_run, train_s
     Every rank exits 0 after a committed save; the launcher itself exits 1 (torchrun's design)."""
     out, record = tmp_path / "run", tmp_path / "record"
     proc, ranks = launch_two(out, record, train_shards, "--train.stop_check_every", "1",
-                             CYCLEGAN_TEST_SIGTERM_GROUP_AT="6")  # fmt: skip
+                             CYCLEGAN_TEST_SIGTERM="group@6")  # fmt: skip
     assert [r["code"] for r in ranks] == [0, 0], proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 1  # the launcher's own exit code after forwarding a signal
     assert "stopped by signal; state saved" in proc.stdout
@@ -105,6 +105,18 @@ def test_sigterm_to_the_process_group_saves_then_resume_matches(ddp_run, train_s
     reference = ddp_run[1][0]["weights"]
     for name, weights in ranks[0]["weights"].items():
         assert same_weights(weights, reference[name]), name
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(train_shards: Path, tmp_path: Path):
+    """Only process 1 is signalled (at its 5th batch); the ranks agree at the next check step (every 3),
+    save once and exit 0."""
+    out = tmp_path / "run"
+    proc, ranks = launch_two(out, tmp_path / "record", train_shards, "--train.stop_check_every", "3",
+                             CYCLEGAN_TEST_SIGTERM="rank1@5")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the launcher got no signal
+    assert "stopped by signal; state saved" in proc.stdout
+    assert [r["code"] for r in ranks] == [0, 0] and ranks[0]["steps"] == ranks[1]["steps"] == [6]
+    assert latest(out).step == 6
 
 
 def test_world_size_2_to_1_at_an_epoch_end(ddp_run, train_shards: Path, tmp_path: Path, capsys):
@@ -119,9 +131,12 @@ def test_world_size_2_to_1_at_an_epoch_end(ddp_run, train_shards: Path, tmp_path
     assert "resume from an epoch-end checkpoint" in err[0]
 
     copy_checkpoint(end, tmp_path / "end")
-    assert main(tiny_args(train_shards, tmp_path / "end", "--resume", "auto")) == 0
+    assert main(tiny_args(train_shards, tmp_path / "end", "--resume", "auto", "--train.export_every", "2")) == 0
     printed = capsys.readouterr().out
     assert "world size 2 -> 1: replay buffers redistributed, 4 stored fakes per process" in printed
+    assert "resume changes train.export_every: 1 -> 2" in printed
+    # Epoch 1's exports (restored from the checkpoint at start) were thinned once epoch 2's were written.
+    assert sorted(p.name for p in (tmp_path / "end").glob("*.pt")) == sorted(f"{r}_2.pt" for r in ROLES)
     saved = latest(tmp_path / "end")
     # Epoch 2 on one process: all 16 samples in 8 steps (4 + 8 = 12 steps in all), LR decayed to 0 after it.
     assert saved.world_size == 1 and saved.meta["train"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 12}
