@@ -495,15 +495,21 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, ConfigError, LoaderError, checkpoint.CheckpointError) as e:
         print(f"cyclegan-train: error: {e}", file=sys.stderr)
         return 1
-    except RuntimeError as e:
-        if not is_lost_peer(e):
-            raise
+    except Exception as e:
         # gloo's "[.../pair.cc:561] Connection closed by peer [host]:port. This is typically ...": the gist
-        reason = re.sub(r"^\[[^\]]*\] ", "", str(e).splitlines()[0]).split(". ")[0][:160]
-        print(f"cyclegan-train: error: process {accelerator.process_index} lost contact with another process "
-              f"({reason}); the job cannot go on: restart it, and --resume auto continues from the last "
-              "committed checkpoint", file=sys.stderr, flush=True)  # fmt: skip
-        return 1
+        reason = re.sub(r"^\[[^\]]*\] ", "", (str(e).splitlines() or [""])[0]).split(". ")[0][:160]
+        if isinstance(e, RuntimeError) and is_lost_peer(e):
+            print(f"cyclegan-train: error: process {accelerator.process_index} lost contact with another process "
+                  f"({reason}); the job cannot go on: restart it, and --resume auto continues from the last "
+                  "committed checkpoint", file=sys.stderr, flush=True)  # fmt: skip
+            return 1
+        if trainer is not None and trainer.stop_signal.requested:
+            # The signal reached child processes too; torch.compile's C++ compilers die of it, for one.
+            print(f"cyclegan-train: error: stopped by signal, then failed before the state could be saved "
+                  f"({type(e).__name__}: {reason}); the last committed checkpoint stands: resume with --resume auto",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return 1
+        raise
     finally:
         if trainer is not None:
             trainer.close()

@@ -125,8 +125,8 @@ elif [ "$(left)" -ge $((${TRAIN_SECONDS:-60} + 60)) ]; then
     echo "== train: cyclegan-train for ${TRAIN_SECONDS:-60} s, then SIGTERM"
     timeout --preserve-status -s TERM -k 30 "${TRAIN_SECONDS:-60}" "$py" -m cyclegan.train "${train_args[@]}" --train.resume ""
     first=$?
-    saved=$("$py" -c "from cyclegan import checkpoint as c; s=c.list_states('$run/checkpoints'); \
-print(c.load_state(s[-1])['global_step'] if s else 0)")
+    saved=$("$py" -c "from cyclegan import checkpoint as c; s=c.list_checkpoints('$run/checkpoints'); \
+print(c.open_checkpoint(s[-1]).step if s else 0)")
     echo "== train: exit $first, state saved at step $saved; resuming to step $((saved + 1))"
     section resume $(($(left) - 5)) "$py" -m cyclegan.train "${train_args[@]}" --train.resume auto \
         --train.max_steps $((saved + 1))
@@ -136,8 +136,8 @@ import json, sys
 from pathlib import Path
 from cyclegan import checkpoint
 run, path, first, second, saved = sys.argv[1:]
-states = checkpoint.list_states(Path(run) / "checkpoints")
-final = checkpoint.load_state(states[-1])["global_step"] if states else None
+states = checkpoint.list_checkpoints(Path(run) / "checkpoints")
+final = checkpoint.open_checkpoint(states[-1]).step if states else None
 metrics = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()] \
     if (Path(run) / "metrics.jsonl").is_file() else []
 Path(path).write_text(json.dumps({"sigterm_exit": int(first), "resume_exit": int(second), "saved_step": int(saved),

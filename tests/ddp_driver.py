@@ -4,9 +4,10 @@ The product code runs unchanged; this driver only records, per process, which sa
 the loader yielded, which process exported files, the final weights and step and the exit code,
 into ``$CYCLEGAN_TEST_RECORD/rank{N}.pt`` (outside the run's out_dir), and its pid into ``rank{N}.pid``.
 
-Two optional instruments stand in for the cluster: ``CYCLEGAN_TEST_SIGTERM=group@N`` makes process 0
+Two optional instruments stand in for the cluster: ``CYCLEGAN_TEST_SIGNAL=TERM:group@N`` makes process 0
 send SIGTERM to the launcher's process group (as SLURM and ``timeout`` do) when its loader yields its
-N-th batch, ``rank1@N`` makes process 1 send it to itself only; ``CYCLEGAN_TEST_OUT_DIR_PER_RANK=1``
+N-th batch; ``TERM:rank1@N`` (or ``KILL:rank1@N``) makes process 1 send the signal to itself only;
+``CYCLEGAN_TEST_OUT_DIR_PER_RANK=1``
 gives each process its own ``train.out_dir`` (``<out_dir>-rank{N}``), as nodes without a shared filesystem would have.
 """
 
@@ -27,7 +28,8 @@ exports: list[str] = []
 final: dict[str, dict[str, torch.Tensor]] = {}
 steps: list[int] = []
 batches: list[int] = []
-who, _, at = os.environ.get("CYCLEGAN_TEST_SIGTERM", "@").partition("@")
+name, _, plan = os.environ.get("CYCLEGAN_TEST_SIGNAL", "TERM:@").partition(":")
+who, _, at = plan.partition("@")
 sender = 0 if who == "group" else int(who[4:]) if who.startswith("rank") else -1
 signal_at = int(at) if rank == sender else 0
 
@@ -46,7 +48,7 @@ class RecordingLoader:
             if len(batches) == signal_at and who == "group":
                 os.killpg(os.getpgid(os.getppid()), signal.SIGTERM)  # the launcher forwards it to every rank
             elif len(batches) == signal_at:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
             yield batch
 
 

@@ -93,7 +93,7 @@ def test_sigterm_to_the_process_group_saves_then_resume_matches(ddp_run, train_s
     Every rank exits 0 after a committed save; the launcher itself exits 1 (torchrun's design)."""
     out, record = tmp_path / "run", tmp_path / "record"
     proc, ranks = launch_two(out, record, train_shards, "--train.stop_check_every", "1",
-                             CYCLEGAN_TEST_SIGTERM="group@6")  # fmt: skip
+                             CYCLEGAN_TEST_SIGNAL="TERM:group@6")  # fmt: skip
     assert [r["code"] for r in ranks] == [0, 0], proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 1  # the launcher's own exit code after forwarding a signal
     assert "stopped by signal; state saved" in proc.stdout
@@ -112,11 +112,23 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(train_shards: Pat
     save once and exit 0."""
     out = tmp_path / "run"
     proc, ranks = launch_two(out, tmp_path / "record", train_shards, "--train.stop_check_every", "3",
-                             CYCLEGAN_TEST_SIGTERM="rank1@5")  # fmt: skip
+                             CYCLEGAN_TEST_SIGNAL="TERM:rank1@5")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the launcher got no signal
     assert "stopped by signal; state saved" in proc.stdout
     assert [r["code"] for r in ranks] == [0, 0] and ranks[0]["steps"] == ranks[1]["steps"] == [6]
     assert latest(out).step == 6
+
+
+def test_a_killed_rank_on_one_node_ends_the_job_without_a_hang(train_shards: Path, tmp_path: Path):
+    """Process 1 is SIGKILLed at its 5th batch. The launcher's agent SIGTERMs the survivor, whose stop
+    then finds its peer gone: it exits 1 with one line (no collective save with a dead peer, no hang)."""
+    t0 = time.monotonic()
+    proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, "--optim.epochs", "20",
+                             "--train.dist_timeout_s", "30", CYCLEGAN_TEST_SIGNAL="KILL:rank1@5")  # fmt: skip
+    assert time.monotonic() - t0 < 90  # startup and the agent's own wait included; far below a hang
+    assert proc.returncode != 0 and ranks[1] is None and ranks[0]["code"] == 1
+    assert error_lines(proc.stderr)[0].startswith("cyclegan-train: error: process 0 lost contact with another")
+    assert latest(tmp_path / "run").step == 4  # the epoch-1 commit stays the one to resume
 
 
 def test_world_size_2_to_1_at_an_epoch_end(ddp_run, train_shards: Path, tmp_path: Path, capsys):
