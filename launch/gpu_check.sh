@@ -20,7 +20,9 @@
 # serves every compiled row. Dry run on a CPU with tiny shapes (every section ran here: 4 minutes on
 # 2 cores with a warm inductor cache, about 9 cold):
 #   OUT=/tmp/gpu_dry PYTHON=.venv/bin/python SIZE=32 NGF=4 NDF=4 BLOCKS=1 BATCH=2 IMAGES=48 STEPS=3 \
-#     TRAIN_SECONDS=25 WORKERS=1 BUDGET=1200 bash launch/gpu_check.sh
+#     TRAIN_SECONDS=150 WORKERS=1 BUDGET=1200 bash launch/gpu_check.sh
+# (on a 2-core AVX2 CPU the first bf16 torch.compile takes over 40 s; a SIGTERM that lands during it kills
+# inductor's compilers too, and the run ends with one "stopped by signal, then failed" line and exit 1)
 set -uo pipefail
 out=${OUT:-gpu_out}
 mkdir -p "$out"
