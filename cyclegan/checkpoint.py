@@ -291,9 +291,19 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _complete(folder: Path) -> bool:
+    """A commit marker that reads, and every file it lists present."""
+    try:
+        files = json.loads((folder / COMMIT).read_text())["files"]
+        return all((folder / name).is_file() for name in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Resumable checkpoints in ``directory``, oldest first by step: committed ``step_N`` folders
-    and earlier versions' ``state_N.pt`` files. Folders without a commit marker are left out."""
+    with every part their commit lists, and earlier versions' ``state_N.pt`` files. Folders without
+    a commit marker, or missing a part, are left out."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -301,7 +311,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     for p in directory.iterdir():
         if (m := LEGACY_PATTERN.fullmatch(p.name)) and p.is_file():
             found.setdefault(int(m.group(1)), p)
-        elif (m := STEP_PATTERN.fullmatch(p.name)) and (p / COMMIT).is_file():
+        elif (m := STEP_PATTERN.fullmatch(p.name)) and _complete(p):
             found[int(m.group(1))] = p
     return [found[step] for step in sorted(found)]
 
@@ -356,13 +366,13 @@ class CheckpointManager:
         _atomic_write(folder / COMMIT, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
     def _prune(self) -> None:
-        """Keep the newest ``keep`` checkpoints; drop older ones and folders of unfinished saves."""
+        """Keep the newest ``keep`` checkpoints; drop older ones and older incomplete folders."""
         kept = list_checkpoints(self.directory)
         newest = int(STEP_PATTERN.fullmatch(kept[-1].name).group(1)) if kept else 0
         doomed = kept[: -self.keep]
         for p in self.directory.iterdir():
             m = STEP_PATTERN.fullmatch(p.name)
-            if m and not (p / COMMIT).is_file() and int(m.group(1)) < newest:
+            if m and not _complete(p) and int(m.group(1)) < newest:
                 doomed.append(p)
         for p in doomed:
             if p.is_dir():

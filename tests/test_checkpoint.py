@@ -95,14 +95,15 @@ def test_a_save_without_its_commit_is_never_chosen(tmp_path):
     assert m.latest().name == "step_000000001"
     with pytest.raises(CheckpointError, match="has no COMMIT.json"):
         open_checkpoint(second)
-    # A commit whose listed part is gone is refused, naming it.
+    # A commit whose listed part is gone is not chosen either, and refused by name if given.
     third = m.save(parts(3), step=3, meta={"train": {"global_step": 3}})
     (third / "rank0.pt").unlink()
+    assert m.latest().name == "step_000000001"
     with pytest.raises(CheckpointError, match="rank0.pt missing"):
         open_checkpoint(third)
-    # The next save prunes the leftover of the unfinished one.
+    # The next save prunes the incomplete ones.
     m.save(parts(4), step=4, meta={"train": {"global_step": 4}})
-    assert not second.exists()
+    assert not second.exists() and not third.exists()
 
 
 def test_parts_round_trip_and_same_step_resave(tmp_path):
