@@ -8,8 +8,9 @@ trees, roads, ... each class with its own colour and texture), shards it with
 cyclegan-shard, trains a small CycleGAN with ``configs/demo.yaml`` through the same
 ``cyclegan-train`` entry point as real runs, then translates the validation photos to
 segmentation maps and the validation label maps to photos with the last epoch's
-generators. Every step is one of the project's own commands, run as its own process (as a
-user would type it); the demo only chains them.
+generators. Every step is one of the project's own commands; the demo only chains them. Training
+runs as a process of its own (``python -m cyclegan.train``), as a user would start it: nothing
+imports the trainer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from cyclegan.data.shard import main as shard_main
 from cyclegan.data.synthetic import make_synthetic_ade20k
+from cyclegan.generate import main as generate_main
 
 PROG = "cyclegan-demo"
 
@@ -32,11 +35,6 @@ def demo_config() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError("configs/demo.yaml not found next to the package or under sys.prefix/share")
-
-
-def command(module: str, args: list[str]) -> int:
-    """One of the project's commands (``python -m cyclegan.<module>``), in a process of its own."""
-    return subprocess.call([sys.executable, "-m", f"cyclegan.{module}", *args])
 
 
 def _positive(text: str) -> int:
@@ -66,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[2/4] cyclegan-shard -> {out / 'shards'}", flush=True)
     shards = out / "shards"
-    code = command(
-        "data.shard", ["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"]
-    )
+    code = shard_main(["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"])
     if code:
         return code
 
@@ -77,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = ["--data.shards", str(shards), "--train.out_dir", str(run)]
     if args.epochs:
         overrides += ["--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2)]
-    code = command("train", ["--config", str(demo_config()), *overrides, *train_overrides])
+    train = [sys.executable, "-m", "cyclegan.train", "--config", str(demo_config()), *overrides, *train_overrides]
+    code = subprocess.call(train)
     if code:
         return code
     last = max(int(p.stem.rsplit("_", 1)[1]) for p in run.glob("real2seg_gen_*.pt"))
@@ -88,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         ("seg2real", dataset / "annotations" / "validation", out / "translated" / "seg2photo"),
     )
     for role, inputs, target in jobs:
-        code = command(
-            "generate",
+        code = generate_main(
             ["--input", str(inputs), "--generator", str(run / f"{role}_gen_{last}.pt"), "--output-dir", str(target)]
-            + ["--width", "128", "--height", "96", "--overwrite"],
+            + ["--width", "128", "--height", "96", "--overwrite"]
         )
         if code:
             return code
