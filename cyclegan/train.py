@@ -399,6 +399,8 @@ class Trainer:
                         stats.reset_interval()
                         data_time, t_log = 0.0, time.perf_counter()
                     if p.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
+                        if p.step_in_epoch == per_epoch:
+                            break  # the epoch's end saves it as an epoch-end state (resumable on any world size)
                         self.save_state()
                         return "stopped by signal; state saved"
                     if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:

@@ -131,6 +131,25 @@ def test_a_killed_rank_on_one_node_ends_the_job_without_a_hang(train_shards: Pat
     assert latest(tmp_path / "run").step == 4  # the epoch-1 commit stays the one to resume
 
 
+def test_a_stop_on_an_epochs_last_step_saves_an_epoch_end_state(train_shards: Path, tmp_path: Path):
+    """One process (the driver without a launcher), signalled so that the agreed stop falls on the last of
+    the epoch's 8 steps: the state is saved as an epoch end (so any world size can resume it), the
+    epoch's exports are written, and the sample grid is skipped."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(REPO / "tests" / "ddp_driver.py"),
+        *tiny_args(train_shards, out, "--train.stop_check_every", "4"),
+    ]
+    env = subprocess_env(CYCLEGAN_TEST_RECORD=str(tmp_path / "record"), CYCLEGAN_TEST_SIGNAL="TERM:rank0@6")
+    proc = run_group(cmd, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stopped by signal; state saved" in proc.stdout
+    assert latest(out).meta["train"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 8}
+    assert sorted(p.name for p in out.glob("*.pt")) == sorted(f"{r}_1.pt" for r in ROLES)
+    assert not (out / "samples" / "epoch_1.png").exists()
+
+
 def test_world_size_2_to_1_at_an_epoch_end(ddp_run, train_shards: Path, tmp_path: Path, capsys):
     from cyclegan.train import main
 
