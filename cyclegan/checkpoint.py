@@ -259,15 +259,9 @@ def open_checkpoint(path: str | Path) -> Saved:
     if path.name == COMMIT:
         path = path.parent
     if path.is_dir():
-        commit = path / COMMIT
-        if not commit.is_file():
+        if not (path / COMMIT).is_file():
             raise CheckpointError(f"{path}: has no {COMMIT}: a save that did not finish; resume from an earlier one")
-        try:
-            meta = json.loads(commit.read_text())
-            missing = [name for name in meta["files"] if not (path / name).is_file()]
-            int(meta["train"]["global_step"]) + int(meta["world_size"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{commit}: not a checkpoint commit marker (bad or missing {e})") from None
+        meta, missing = _read_commit(path)
         if missing:
             raise CheckpointError(f"{path}: committed but {', '.join(missing)} missing (is train.out_dir on "
                                   "a filesystem every process sees?)")  # fmt: skip
@@ -291,12 +285,26 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _read_commit(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """A folder's commit record and the files it lists that are missing."""
+    commit = folder / COMMIT
+    try:
+        meta = json.loads(commit.read_text())
+        missing = [name for name in meta["files"] if not (folder / name).is_file()]
+        if not (isinstance(meta["train"]["global_step"], int) and isinstance(meta["world_size"], int)):
+            raise TypeError("step or world size not a number")
+    except OSError as e:
+        raise CheckpointError(f"{commit}: cannot read ({e.strerror or e})") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{commit}: not a checkpoint commit marker (bad or missing {e})") from None
+    return meta, missing
+
+
 def _complete(folder: Path) -> bool:
     """A commit marker that reads, and every file it lists present."""
     try:
-        files = json.loads((folder / COMMIT).read_text())["files"]
-        return all((folder / name).is_file() for name in files)
-    except (OSError, ValueError, KeyError, TypeError):
+        return not _read_commit(folder)[1]
+    except CheckpointError:
         return False
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -116,23 +116,29 @@ class ReplayBuffer:
             self.valid[: self.count] = state["valid"] if state.get("valid") is not None else True
 
 
-def deal_buffers(states: Iterable[dict[str, Any]], rank: int, world_size: int, seed: Any) -> dict[str, Any]:
-    """A buffer state for process ``rank`` of ``world_size``, from the buffers of a run on another
-    world size: their stored fakes, in rank order, dealt round-robin (so every new process gets an
-    equal share, up to its capacity), with a fresh random stream from ``seed``.
+class BufferDealer:
+    """Builds a buffer state for process ``rank`` of ``world_size`` from the buffers of a run on
+    another world size: their stored fakes, fed in rank order (``add``, one old buffer at a time, so
+    only one is in memory at once), dealt round-robin, so every new process gets an equal share up
+    to its capacity; ``state_dict`` gives it a fresh random stream from ``seed``."""
 
-    ``states`` is read one at a time, so only one old buffer is in memory at once."""
-    picked, offset, max_size = [], 0, 0
-    for state in states:
-        max_size = state["max_size"]
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.picked: list[torch.Tensor] = []
+        self.offset = self.max_size = 0
+
+    def add(self, state: dict[str, Any]) -> None:
+        self.max_size = state["max_size"]
         items = state["items"]
         if items is None:
-            continue
+            return
         if state.get("valid") is not None:
             items = items[state["valid"]]
-        first = (rank - offset) % world_size
-        picked.append(items[first::world_size])
-        offset += items.shape[0]
-    items = torch.cat(picked)[:max_size] if picked else None
-    valid = None if items is None else torch.ones(items.shape[0], dtype=torch.bool)
-    return {"max_size": max_size, "rng": random.Random(seed).getstate(), "items": items, "valid": valid}
+        first = (self.rank - self.offset) % self.world_size
+        self.picked.append(items[first :: self.world_size])
+        self.offset += items.shape[0]
+
+    def state_dict(self, seed: Any) -> dict[str, Any]:
+        items = torch.cat(self.picked)[: self.max_size] if self.picked else None
+        valid = None if items is None else torch.ones(items.shape[0], dtype=torch.bool)
+        return {"max_size": self.max_size, "rng": random.Random(seed).getstate(), "items": items, "valid": valid}

@@ -48,7 +48,7 @@ from cyclegan.data import LoaderError, build_loader
 from cyclegan.data.catalog import shards_fingerprint
 from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
-from cyclegan.scheduler import deal_buffers
+from cyclegan.scheduler import BufferDealer
 from cyclegan.state import (
     PER_RANK,
     ModelsState,
@@ -260,13 +260,15 @@ class Trainer:
         """An epoch-end checkpoint of another world size: deal the saved replay buffers out to this
         run's processes; RNG of process r continues the saved process r's where there was one."""
         old = saved.world_size
-        step = saved.step
-        for name in ("photo_buffer", "seg_buffer"):
-            states = (saved.rank(r)[name] for r in range(old))
-            seed = f"{self.cfg.seed}:{name}:{self.rank}:{step}"
-            self.parts[name].load_state_dict(deal_buffers(states, self.rank, self.world_size, seed))
-        if self.rank < old:
-            self.parts["rng"].load_state_dict(saved.rank(self.rank)["rng"])
+        dealers = {name: BufferDealer(self.rank, self.world_size) for name in ("photo_buffer", "seg_buffer")}
+        for r in range(old):  # each old file read once
+            theirs = saved.rank(r)
+            for name, dealer in dealers.items():
+                dealer.add(theirs[name])
+            if r == self.rank:
+                self.parts["rng"].load_state_dict(theirs["rng"])
+        for name, dealer in dealers.items():
+            self.parts[name].load_state_dict(dealer.state_dict(f"{self.cfg.seed}:{name}:{self.rank}:{saved.step}"))
         counts = checkpoint.gather(len(self.buffers[0]), self.world_size)
         if self.acc.is_main_process:
             print(f"world size {old} -> {self.world_size}: replay buffers redistributed, "

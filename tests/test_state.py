@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cyclegan.config import ConfigError, load_config, to_dict
-from cyclegan.scheduler import ReplayBuffer, deal_buffers
+from cyclegan.scheduler import BufferDealer, ReplayBuffer
 from cyclegan.state import ALLOWED, REFUSED, check_resume_config, flatten
 
 
@@ -51,6 +51,13 @@ def _buffer(values: list[float], size: int = 4) -> dict:
     buffer = ReplayBuffer(size, seed=0)
     buffer.push_and_pop(torch.tensor(values).view(-1, 1, 1, 1))
     return buffer.state_dict()
+
+
+def deal_buffers(states: list[dict], rank: int, world_size: int, seed: int) -> dict:
+    dealer = BufferDealer(rank, world_size)
+    for state in states:
+        dealer.add(state)
+    return dealer.state_dict(seed)
 
 
 def test_buffers_are_dealt_round_robin_to_the_new_world_size():
