@@ -13,18 +13,29 @@ from cyclegan.config import Config
 from cyclegan.losses import CycleGANModels, LossWeights
 from cyclegan.models import Discriminator, Generator
 from cyclegan.scheduler import ReplayBuffer, linear_decay
+from cyclegan.seg_encoding import NUM_IDS, SegEncoding, encoding_for
 from cyclegan.step import TrainStep
 
 
 def build_models(cfg: Config, device: torch.device | str = "cpu") -> CycleGANModels:
-    """The four networks on ``device``, in the configured memory layout."""
+    """The four networks on ``device``, in the configured memory layout. In classes mode G ends in
+    a 1x1 conv to 151 logits and F and D_seg start with a 1x1 embedding of the one-hot map."""
     m = cfg.model
-    models = CycleGANModels(
-        real2seg=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
-        seg2real=Generator(n_residual_blocks=m.n_residual_blocks, ngf=m.ngf),
-        disc_real=Discriminator(ndf=m.ndf),
-        disc_seg=Discriminator(ndf=m.ndf),
-    )
+    blocks = {"n_residual_blocks": m.n_residual_blocks, "ngf": m.ngf}
+    if m.seg_mode == "classes":
+        models = CycleGANModels(
+            real2seg=Generator(3, NUM_IDS, head="logits", **blocks),
+            seg2real=Generator(NUM_IDS, 3, embed_channels=m.seg_embed, **blocks),
+            disc_real=Discriminator(ndf=m.ndf),
+            disc_seg=Discriminator(NUM_IDS, ndf=m.ndf, embed_channels=m.seg_embed),
+        )
+    else:
+        models = CycleGANModels(
+            real2seg=Generator(**blocks),
+            seg2real=Generator(**blocks),
+            disc_real=Discriminator(ndf=m.ndf),
+            disc_seg=Discriminator(ndf=m.ndf),
+        )
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for model in vars(models).values():
         model.to(device, memory_format=memory_format)
@@ -89,9 +100,23 @@ def build_step(
         models,
         *optimizers,
         buffers,
-        LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity),
+        loss_weights(cfg),
         autocast=accelerator.autocast,
         scaler=getattr(accelerator, "scaler", None),
         distributed=accelerator.num_processes > 1,
         channels_last=cfg.train.channels_last,
+        encoding=seg_encoding(cfg),
     )
+
+
+def loss_weights(cfg: Config) -> LossWeights:
+    """The objective's weights; the seg cycle's is lambda_cycle in rgb mode (the paper's), and
+    lambda_cycle_seg for the classes mode's cross-entropy, which lives on another scale."""
+    o = cfg.optim
+    cycle_seg = o.lambda_cycle_seg if cfg.model.seg_mode == "classes" else o.lambda_cycle
+    return LossWeights(o.lambda_cycle, o.lambda_identity, cycle_seg, o.lambda_paired)
+
+
+def seg_encoding(cfg: Config) -> SegEncoding:
+    """How segmentation maps reach the networks in this run (``model.seg_mode``)."""
+    return encoding_for(cfg.model.seg_mode, cfg.model.gumbel_temperature, cfg.model.gumbel_noise)

@@ -88,8 +88,9 @@ def _atomic_write(path: str | Path, write: Any) -> Path:
     return path
 
 
-def export_network(model: nn.Module, role: str, path: str | Path, epoch: int) -> Path:
-    """Write one network as architecture arguments + weights (no pickled code)."""
+def export_network(model: nn.Module, role: str, path: str | Path, epoch: int, seg_mode: str = "rgb") -> Path:
+    """Write one network as architecture arguments + weights (no pickled code). ``seg_mode`` says
+    how its segmentation maps are encoded (rgb colours or classes), so tools need the file alone."""
     kind, domain_in, domain_out = ROLES[role]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_save(
@@ -99,6 +100,7 @@ def export_network(model: nn.Module, role: str, path: str | Path, epoch: int) ->
             "role": role,
             "input": domain_in,
             "output": domain_out,
+            "seg_mode": seg_mode,
             "arch": dict(model.config),
             "epoch": epoch,
             "state_dict": state,

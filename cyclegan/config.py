@@ -27,6 +27,18 @@ class ModelConfig:
     """Filters in the generators' first layer."""
     ndf: int = 64
     """Filters in the discriminators' first layer."""
+    seg_mode: str = "rgb"
+    """rgb | classes. rgb: G draws the map in the training palette (3 channels through tanh) and
+    its colours are decoded to classes by nearest colour. classes: G predicts 151 class logits per
+    pixel (0 = unlabeled); F and D_seg read one-hot class maps through a learned 1x1 embedding."""
+    seg_embed: int = 32
+    """classes mode: channels of the 1x1 embedding F and D_seg put in front of their first layer."""
+    gumbel_temperature: float = 1.0
+    """classes mode: temperature of the softmax whose gradient the straight-through sample passes back
+    (what D_seg and F see of G's logits is one-hot in the forward pass)."""
+    gumbel_noise: float = 1.0
+    """classes mode: scale of the Gumbel noise added to G's logits before the one-hot sample: 1 is the
+    Gumbel-softmax sample, 0 the straight-through argmax (deterministic)."""
 
 
 @dataclass
@@ -72,7 +84,14 @@ class OptimConfig:
     decay_epoch: int = 100
     """Epoch at which the learning rate starts its linear decay to 0."""
     lambda_cycle: float = 10.0
-    """Weight of both cycle-consistency terms."""
+    """Weight of both cycle-consistency terms (in classes mode, of the photo cycle only)."""
+    lambda_cycle_seg: float = 1.0
+    """classes mode: weight of the segmentation cycle, a cross-entropy between G(F(y)) and y's class
+    ids over every pixel, unlabeled included (it starts near ln 151 = 5, where an L1 starts near 0.5)."""
+    lambda_paired: float = 0.0
+    """With data.paired: weight of the supervised terms on aligned crops, cross-entropy of G(photo)
+    against the label (unlabeled pixels ignored; in rgb mode an L1 to the coloured map) and L1 of
+    F(seg) against the photo. 0 (default): pure CycleGAN."""
     lambda_identity: float = 0.0
     """Identity weight as a fraction of lambda_cycle (the paper's photo<->painting runs: 0.5).
     Off by default, as in the paper's labels<->photo runs: "G(seg) = seg" has no clear meaning
@@ -153,6 +172,7 @@ class Config:
 
 
 CHOICES = {
+    "model.seg_mode": ("rgb", "classes"),
     "data.loader": ("auto", "dali", "torch"),
     "optim.lr_scaling": ("none", "sqrt", "linear"),
     "train.precision": ("no", "bf16", "fp16"),
@@ -209,6 +229,7 @@ def validate(cfg: Config) -> Config:
         "model.n_residual_blocks": cfg.model.n_residual_blocks,
         "model.ngf": cfg.model.ngf,
         "model.ndf": cfg.model.ndf,
+        "model.seg_embed": cfg.model.seg_embed,
         "data.batch_size": cfg.data.batch_size,
         "data.crop_size": cfg.data.crop_size,
         "optim.epochs": cfg.optim.epochs,
@@ -229,6 +250,8 @@ def validate(cfg: Config) -> Config:
         "optim.replay_size": cfg.optim.replay_size,
         "optim.lambda_identity": cfg.optim.lambda_identity,
         "optim.lambda_cycle": cfg.optim.lambda_cycle,
+        "optim.lambda_cycle_seg": cfg.optim.lambda_cycle_seg,
+        "optim.lambda_paired": cfg.optim.lambda_paired,
         "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps,
         "train.eval_every": cfg.train.eval_every,
         "train.num_samples": cfg.train.num_samples,
@@ -246,6 +269,19 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"optim.decay_epoch: must be in [0, optim.epochs={cfg.optim.epochs}), got {cfg.optim.decay_epoch}"
         )
+    if cfg.model.seg_mode == "classes" and cfg.optim.lambda_identity > 0:
+        raise ConfigError(
+            f"optim.lambda_identity: must be 0 with model.seg_mode=classes (got {cfg.optim.lambda_identity}): "
+            "identity G(seg) = seg is undefined between 3-channel photos and 151-channel class maps"
+        )
+    if cfg.optim.lambda_paired > 0 and not cfg.data.paired:
+        raise ConfigError(
+            f"optim.lambda_paired={cfg.optim.lambda_paired} needs data.paired: true (aligned photo and label crops)"
+        )
+    if cfg.model.gumbel_noise < 0:
+        raise ConfigError(f"model.gumbel_noise: must be >= 0, got {cfg.model.gumbel_noise}")
+    if not cfg.model.gumbel_temperature > 0:
+        raise ConfigError(f"model.gumbel_temperature: must be > 0, got {cfg.model.gumbel_temperature}")
     if not (cfg.optim.lr > 0 and 0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
         raise ConfigError("optim: lr must be > 0 and beta1, beta2 in [0, 1)")
     return cfg

@@ -1,4 +1,5 @@
-"""Score exported generators on ADE20K shards: segmentation scores for photo -> seg, FID for seg -> photo.
+"""Score exported generators on ADE20K shards: segmentation scores for photo -> seg; L1, PSNR and
+(with the Inception weights) FID for seg -> photo.
 
     cyclegan-eval --generator runs/ade20k/real2seg_gen_200.pt \\
         --shards 'data/shards/validation-{000000..000003}.tar' --json report.json
@@ -10,16 +11,20 @@ photo -> seg (the "FCN-score" columns of the CycleGAN paper, with the shard labe
 ground truth): per-pixel accuracy, mean class accuracy and mean IoU over the 150 classes.
 Pixels labelled 0 (unlabeled) are ignored; a prediction of 0 (black) on a labelled pixel
 counts as wrong. Class means average over the classes present in the ground truth only
-(their number is reported); per-class IoU is NaN (null in JSON) for the others.
+(their number is reported); per-class IoU is NaN (null in JSON) for the others. A
+``classes``-mode generator's class is its argmax; an ``rgb`` one's colours are decoded to the
+nearest training-palette colour. The mode is read from the generator file.
 
-seg -> photo: FID between the generator's photos, translated from the label maps drawn in
-the training palette, and the real photos, with the Inception network of the original FID
-(TF 2015-12-05 weights) read from a local file.
+seg -> photo: each label map (drawn in the training palette, or one-hot in classes mode) is
+translated and compared with its own photo: mean absolute error and PSNR on the [0, 1] scale
+(per image, then averaged), and, given ``--inception-weights``, FID between the translated and
+the real photos with the Inception network of the original FID (TF 2015-12-05 weights) read
+from a local file.
 
 Images are evaluated at full resolution, one per batch, padded to multiples of 4.
-The same functions run inside training: ``evaluate_segmentation(generator, batches,
-device)`` and ``evaluate_fid(generator, batches, device, load_fid(path, device))`` take the
-training loader's batches (``photo``, ``seg``, ``label``).
+The same functions run inside training: ``evaluate_segmentation(generator, batches, device,
+encoding)`` and ``evaluate_photos(generator, batches, device, encoding, fid)`` take the
+training loader's batches (``photo``, ``label``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from torch import nn
 
 from cyclegan.checkpoint import CheckpointError, load_network, load_trusted
 from cyclegan.generate import InputError, from_uint8, pick_device, to_uint8, translate
-from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, ids_to_seg, seg_to_ids
+from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from cyclegan.seg_encoding import RgbEncoding, SegEncoding, encoding_for, mode_of_export
 
 if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -126,26 +132,32 @@ def _inference(generator: nn.Module) -> Iterator[None]:
         generator.train(was_training)
 
 
-def accumulate_confusion(generator: nn.Module, batches: Iterable[dict], device: torch.device | str) -> torch.Tensor:
+def accumulate_confusion(
+    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, encoding: SegEncoding | None = None
+) -> torch.Tensor:
     """Sum of ``confusion_matrix`` over photo -> seg translations of all batches, on ``device``.
 
-    Each batch has ``photo`` (B x 3 x H x W in [-1, 1]) and ``label`` (B x H x W ids). Under
-    data parallelism all-reduce (sum) this before ``segmentation_scores``.
+    Each batch has ``photo`` (B x 3 x H x W in [-1, 1]) and ``label`` (B x H x W ids); ``encoding``
+    turns the generator's output into ids (default rgb). Under data parallelism all-reduce (sum)
+    this before ``segmentation_scores``.
     """
+    encoding = encoding or RgbEncoding()
     total = torch.zeros(NUM_IDS, NUM_IDS, dtype=torch.long, device=device)
     with _inference(generator):
         for batch in batches:
             label = batch["label"].to(device, non_blocking=True)
-            pred = seg_to_ids(translate(generator, batch["photo"].to(device, non_blocking=True)))
+            pred = encoding.ids(translate(generator, batch["photo"].to(device, non_blocking=True)))
             if pred.shape[-2:] != label.shape[-2:]:
                 pred = F.interpolate(pred[:, None].float(), size=label.shape[-2:], mode="nearest-exact")[:, 0].long()
             total += confusion_matrix(pred, label)
     return total
 
 
-def evaluate_segmentation(generator: nn.Module, batches: Iterable[dict], device: torch.device | str) -> dict[str, Any]:
+def evaluate_segmentation(
+    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, encoding: SegEncoding | None = None
+) -> dict[str, Any]:
     """photo -> seg scores of ``generator`` (a real2seg generator) on ``batches``; see ``segmentation_scores``."""
-    return segmentation_scores(accumulate_confusion(generator, batches, device))
+    return segmentation_scores(accumulate_confusion(generator, batches, device, encoding))
 
 
 def tracker_metrics(scores: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
@@ -185,30 +197,69 @@ def load_fid(weights_path: str | Path, device: torch.device | str) -> FrechetInc
     return fid.to(device)
 
 
-def evaluate_fid(
-    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, fid: FrechetInceptionDistance
-) -> float:
-    """FID between ``generator(batch["seg"])`` and ``batch["photo"]`` over all batches (resets ``fid`` first).
-
-    ``fid`` comes from ``load_fid``; under data parallelism torchmetrics sums its statistics
-    over processes in ``compute``, so every process must call this.
-    """
-    fid.reset()
+def accumulate_photo_errors(
+    generator: nn.Module,
+    batches: Iterable[dict],
+    device: torch.device | str,
+    encoding: SegEncoding | None = None,
+    fid: FrechetInceptionDistance | None = None,
+) -> torch.Tensor:
+    """seg -> photo: ``[sum of L1, sum of PSNR (dB), images]`` on ``device``, each translated map
+    compared with its own photo on the [0, 1] scale. Each batch has ``photo`` and ``label``; the
+    maps are made from ``label`` in ``encoding``. Updates ``fid`` too when given (reset it first).
+    Under data parallelism all-reduce (sum) this before ``photo_scores``."""
+    encoding = encoding or RgbEncoding()
+    total = torch.zeros(3, dtype=torch.float64, device=device)
     with _inference(generator):
         for batch in batches:
-            fake = translate(generator, batch["seg"].to(device, non_blocking=True))
-            fid.update(to_uint8(fake), real=False)
-            fid.update(to_uint8(batch["photo"].to(device, non_blocking=True)), real=True)
+            real = (batch["photo"].to(device, non_blocking=True).float() + 1) / 2
+            maps = encoding.from_ids(batch["label"].to(device, non_blocking=True))
+            fake = ((translate(generator, maps).float() + 1) / 2).clamp(0, 1)
+            l1 = (fake - real).abs().flatten(1).mean(1)
+            mse = (fake - real).square().flatten(1).mean(1)
+            psnr = -10 * torch.log10(mse.clamp(min=1e-10))  # peak 1; an exact copy scores 100 dB
+            total += torch.stack([l1.sum(), psnr.sum(), torch.tensor(float(len(l1)), device=device)]).double()
+            if fid is not None:
+                fid.update(to_uint8(fake * 2 - 1), real=False)
+                fid.update(to_uint8(real * 2 - 1), real=True)
+    return total
+
+
+def photo_scores(errors: torch.Tensor) -> dict[str, float]:
+    """Mean L1 and PSNR from an ``accumulate_photo_errors`` sum."""
+    l1, psnr, images = errors.tolist()
+    return {"photo_l1": l1 / images if images else math.nan, "photo_psnr": psnr / images if images else math.nan}
+
+
+def fid_score(fid: FrechetInceptionDistance) -> float:
+    """FID of what ``accumulate_photo_errors`` fed ``fid`` (torchmetrics sums over processes here)."""
     if fid.real_features_num_samples < 2:
         raise ValueError(f"FID needs at least 2 images, got {int(fid.real_features_num_samples)}")
     return fid.compute().item()
 
 
+def evaluate_photos(
+    generator: nn.Module,
+    batches: Iterable[dict],
+    device: torch.device | str,
+    encoding: SegEncoding | None = None,
+    fid: FrechetInceptionDistance | None = None,
+) -> dict[str, float]:
+    """seg -> photo scores of ``generator`` (a seg2real generator): ``photo_l1``, ``photo_psnr`` and,
+    with ``fid`` (from ``load_fid``), ``fid``."""
+    if fid is not None:
+        fid.reset()
+    scores = photo_scores(accumulate_photo_errors(generator, batches, device, encoding, fid))
+    if fid is not None:
+        scores["fid"] = fid_score(fid)
+    return scores
+
+
 # --- command line --------------------------------------------------------------------------------
 
 
-def shard_batches(pattern: str, limit: int | None, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Full-resolution batches of one image from cyclegan-shard tars, in shard order.
+def shard_batches(pattern: str | list[str], limit: int | None, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Full-resolution batches of one image from cyclegan-shard tars (a brace pattern or a list), in shard order.
 
     Yields ``photo`` (1 x 3 x H x W in [-1, 1]) and ``label`` (1 x H x W int64), the
     training batch contract; appends each sample's key to ``keys``.
@@ -269,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", required=True, help="tar path or brace pattern, e.g. 'DIR/validation-{0..3}.tar'")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--json", type=Path, help="also write the report here")
-    parser.add_argument("--inception-weights", type=Path, help=f"{INCEPTION_FILE} (seg2real only)")
+    parser.add_argument("--inception-weights", type=Path, help=f"{INCEPTION_FILE}: seg2real also scored by FID")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     return parser
 
@@ -281,19 +332,20 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     generator, meta = load_network(args.generator, kind="generator")
     generator.to(device)
+    encoding = encoding_for(mode_of_export(meta))
     fid = None
-    if meta["role"] == "seg2real":
-        if args.inception_weights is None:
-            raise InputError(f"{args.generator}: a seg2real generator is {INCEPTION_HELP}")
+    photos = meta["role"] == "seg2real"
+    if photos and args.inception_weights is not None:
         fid = load_fid(args.inception_weights, device)
+    elif photos:
+        print(f"{PROG}: note: seg2real is scored by L1 and PSNR here; it is also {INCEPTION_HELP}", file=sys.stderr)
     keys: list[str] = []
     batches = shard_batches(args.shards, args.limit, keys)
     try:
-        if fid is None:
-            scores = evaluate_segmentation(generator, batches, device)
-        else:  # the real label maps, drawn in the training palette, are what seg2real translates
-            with_maps = ({**batch, "seg": ids_to_seg(batch["label"])} for batch in batches)
-            scores = {"fid": evaluate_fid(generator, with_maps, device, fid)}
+        if photos:  # each real label map, in the generator's encoding, against its own photo
+            scores = evaluate_photos(generator, batches, device, encoding, fid)
+        else:
+            scores = evaluate_segmentation(generator, batches, device, encoding)
     except InputError:
         raise
     except (OSError, tarfile.TarError) as e:  # webdataset appends the shard's name to the arguments
@@ -307,16 +359,20 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "generator": str(args.generator),
         "role": meta["role"],
+        "seg_mode": encoding.mode,
         "epoch": meta["epoch"],
         "shards": args.shards,
         "images": len(keys),
         **scores,
     }
-    print(f"{PROG}: {args.generator} ({meta['role']}, epoch {meta['epoch']}) on {len(keys)} image(s) of {args.shards}")
-    if fid is None:
+    print(f"{PROG}: {args.generator} ({meta['role']}, {encoding.mode} mode, epoch {meta['epoch']}) "
+          f"on {len(keys)} image(s) of {args.shards}")  # fmt: skip
+    if not photos:
         report["class_names"] = list(CLASS_NAMES)
         print(format_table(report))
     else:
+        print(f"L1 {report['photo_l1']:.4f}  PSNR {report['photo_psnr']:.2f} dB  (vs the paired photo, [0, 1] scale)")
+    if fid is not None:
         report["inception_weights"] = str(args.inception_weights)
         print(f"FID {report['fid']:.3f}  (translated vs real photos; biased upward for small image counts)")
     if args.json is not None:

@@ -23,6 +23,10 @@ The direction comes from the generator file. Each input is resized to ``--width`
 * seg -> photo reads a class-id PNG (1 channel, values 0..150) or a coloured map (RGB,
   each pixel decoded to the nearest training-palette colour) and writes ``<stem>_photo.png``.
 
+Both segmentation modes (``model.seg_mode``) work from the file alone, which records its mode:
+a ``classes`` generator's ids are its argmax and its maps are fed in as one-hot class maps; an
+``rgb`` one's colours are decoded by nearest palette colour and maps are fed in as colours.
+
 Bad input (missing or unreadable file, wrong channel count, a file that is not a
 generator) ends with one line ``cyclegan-generate: error: <file>: <what>`` and exit code 2.
 Files, channels and output names are all checked before anything is written; only pixel
@@ -44,7 +48,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from cyclegan.checkpoint import CheckpointError, load_network
-from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, ids_to_seg, rgb_to_ids, seg_to_ids
+from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
+from cyclegan.seg_encoding import SegEncoding, encoding_for, mode_of_export
 
 PROG = "cyclegan-generate"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -159,11 +164,12 @@ def resize(image: torch.Tensor, size: tuple[int, int], ids: bool) -> torch.Tenso
     return out.long() if ids else out.permute(2, 0, 1)
 
 
-def model_input(image: torch.Tensor, domain: str, size: tuple[int, int]) -> torch.Tensor:
-    """A decoded input at model size, in [-1, 1]; maps are resized as ids, then coloured."""
+def model_input(image: torch.Tensor, domain: str, size: tuple[int, int], encoding: SegEncoding) -> torch.Tensor:
+    """A decoded input at model size: a photo in [-1, 1], or a map resized as ids, then encoded
+    as the generator reads maps (palette colours, or one-hot class maps)."""
     if domain == "photo":
         return from_uint8(resize(image, size, ids=False))
-    return ids_to_seg(resize(image, size, ids=True))
+    return encoding.from_ids(resize(image, size, ids=True)[None])[0]
 
 
 def output_paths(inputs: list[Path], domain: str, out_dir: Path, overwrite: bool) -> list[tuple[Path, ...]]:
@@ -238,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="model input height; rounded to a multiple of 4 (default 256)",
     )
-    parser.add_argument("--channels", type=int, help="input channels; must match the generator (checked, optional)")
+    parser.add_argument(
+        "--channels", type=int, help="input channels, checked if given: 3 for photos; 1 (ids) or 3 (colours) for maps"
+    )
     parser.add_argument(
         "--output-size",
         choices=("input", "model"),
@@ -269,15 +277,17 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     generator, meta = load_network(args.generator, kind="generator")
     generator.to(device)
-    in_channels = meta["arch"]["in_channels"]
-    if args.channels is not None and args.channels != in_channels:
-        raise InputError(f"{args.generator}: takes {in_channels}-channel input, but --channels is {args.channels}")
+    encoding = encoding_for(mode_of_export(meta))
+    domain = meta["input"]
+    accepted = (3,) if domain == "photo" else (1, 3)  # a map: class ids, or colours
+    if args.channels is not None and args.channels not in accepted:
+        raise InputError(f"{args.generator}: takes {' or '.join(map(str, accepted))}-channel {domain} images, "
+                         f"but --channels is {args.channels}")  # fmt: skip
     if args.batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.width < 1 or args.height < 1:
         raise InputError(f"--width/--height: must be >= 1, got {args.width} x {args.height}")
     model_size = (round_to_4(args.width, "width"), round_to_4(args.height, "height"))
-    domain = meta["input"]
 
     inputs = find_inputs(args.input)
     for path in inputs:
@@ -290,12 +300,13 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
             decoded = [read_input(path, domain) for path, _ in chunk]
-            batch = torch.stack([model_input(image, domain, model_size) for image, _ in decoded]).to(device)
-            results = translate(generator, batch)
-            outputs = (seg_to_ids(results) if domain == "photo" else to_uint8(results)).cpu()
+            batch = torch.stack([model_input(image, domain, model_size, encoding) for image, _ in decoded])
+            results = translate(generator, batch.to(device))
+            outputs = (encoding.ids(results) if domain == "photo" else to_uint8(results)).cpu()
             for output, (_, size), (_, targets) in zip(outputs, decoded, chunk, strict=True):
                 save_outputs(output, domain, size if args.output_size == "input" else model_size, targets)
-    print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']}, into {args.output_dir}")
+    print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} ({encoding.mode} mode), "
+          f"into {args.output_dir}")  # fmt: skip
     return 0
 
 

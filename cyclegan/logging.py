@@ -15,6 +15,7 @@ from torchvision.utils import make_grid, save_image
 
 from cyclegan.config import ConfigError, WandbConfig
 from cyclegan.palette import class_labels, seg_to_ids
+from cyclegan.seg_encoding import RgbEncoding, SegEncoding
 
 STEP_METRIC = "trainer/step"
 GRID_COLUMNS = ("photo", "G(photo)", "F(G(photo))", "seg", "F(seg)", "G(F(seg))")
@@ -22,13 +23,19 @@ GRID_COLUMNS = ("photo", "G(photo)", "F(G(photo))", "seg", "F(seg)", "G(F(seg))"
 
 @torch.no_grad()
 def translate_samples(
-    real2seg: torch.nn.Module, seg2real: torch.nn.Module, batch: dict[str, torch.Tensor]
+    real2seg: torch.nn.Module,
+    seg2real: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    encoding: SegEncoding | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The six views of a sample grid (``GRID_COLUMNS``), each Bx3xHxW in [-1, 1]."""
-    photo, seg = batch["photo"], batch["seg"]
-    fake_seg = real2seg(photo)
+    """The six views of a sample grid (``GRID_COLUMNS``), each Bx3xHxW in [-1, 1]; in classes mode
+    maps are drawn as their argmax in the training palette, and F is given G's argmax."""
+    encoding = encoding or RgbEncoding()
+    photo, seg = batch["photo"], encoding.real(batch)
+    seg_out = real2seg(photo)
     fake_photo = seg2real(seg)
-    views = (photo, fake_seg, seg2real(fake_seg), seg, fake_photo, real2seg(fake_photo))
+    views = (photo, encoding.picture(seg_out), seg2real(encoding.hard(seg_out)), encoding.picture(seg),
+             fake_photo, encoding.picture(real2seg(fake_photo)))  # fmt: skip
     return {name: view.float() for name, view in zip(GRID_COLUMNS, views, strict=True)}
 
 
@@ -86,7 +93,8 @@ class RunLogger:
             self.run.log({**metrics, STEP_METRIC: step})
 
     def log_samples(self, views: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int) -> None:
-        """The epoch's grid plus each photo with predicted and true class masks (named)."""
+        """The epoch's grid plus each photo with predicted and true class masks (named). The prediction
+        is read off the grid's G(photo) view: palette colours (the argmax's, in classes mode)."""
         if self.run is None:
             return
         labels = class_labels()

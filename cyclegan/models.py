@@ -3,6 +3,12 @@
 With the defaults the layer shapes (and so the parameter counts: 11,378,179 for the
 generator, 2,764,737 for the discriminator) are those of the reference ResNet-9-block
 generator and 70x70 PatchGAN of the official implementation, so its weights load here.
+
+Categorical segmentation (``model.seg_mode: classes``) changes only the ends: a network that reads
+one-hot class maps puts a 1x1 embedding (151 -> a few dozen channels) in front of its first layer,
+and the photo -> seg generator ends in a 1x1 conv to 151 logits instead of the 7x7 conv and tanh.
+A 7x7 conv straight from or to 151 channels would cost more than half a generator; these cost a
+few percent of a step (see the README's FLOP figures).
 """
 
 from __future__ import annotations
@@ -39,10 +45,20 @@ class ResidualBlock(nn.Module):
         return x + self.block(x)
 
 
-class Generator(nn.Module):
-    """ResNet generator: encoder (/4) -> ``n_residual_blocks`` -> decoder (x4) -> tanh.
+def embedding(in_channels: int, embed_channels: int) -> nn.Module | None:
+    """The 1x1 conv that maps a one-hot class map to ``embed_channels`` learned features (on a
+    one-hot input it is a per-class vector lookup, with gradients for soft inputs); None for 0."""
+    return nn.Conv2d(in_channels, embed_channels, 1) if embed_channels else None
 
-    Input sides must be multiples of 4; the output has the input's size, in [-1, 1].
+
+class Generator(nn.Module):
+    """ResNet generator: [embedding] -> encoder (/4) -> ``n_residual_blocks`` -> decoder (x4) -> head.
+
+    ``head="tanh"``: a 7x7 conv and tanh, the output in [-1, 1] (photos, palette maps).
+    ``head="logits"``: a 1x1 conv to ``out_channels`` unnormalised class scores.
+    ``embed_channels`` > 0 puts a 1x1 embedding in front (for one-hot class-map input).
+    Input sides must be multiples of 4; the output has the input's size. With the defaults the
+    parameter names are the reference implementation's.
     """
 
     def __init__(
@@ -51,17 +67,24 @@ class Generator(nn.Module):
         out_channels: int = 3,
         n_residual_blocks: int = 9,
         ngf: int = 64,
+        embed_channels: int = 0,
+        head: str = "tanh",
     ) -> None:
         super().__init__()
+        if head not in ("tanh", "logits"):
+            raise ValueError(f"head must be 'tanh' or 'logits', got {head!r}")
         self.config = {
             "in_channels": in_channels,
             "out_channels": out_channels,
             "n_residual_blocks": n_residual_blocks,
             "ngf": ngf,
+            "embed_channels": embed_channels,
+            "head": head,
         }
+        self.embed = embedding(in_channels, embed_channels)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(in_channels, ngf, 7),
+            nn.Conv2d(embed_channels or in_channels, ngf, 7),
             nn.InstanceNorm2d(ngf),
             nn.ReLU(inplace=True),
         ]
@@ -83,13 +106,18 @@ class Generator(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             channels //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        if head == "tanh":
+            layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        else:
+            layers.append(nn.Conv2d(channels, out_channels, 1))
         self.decoder = nn.Sequential(*layers)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"Generator input sides must be multiples of 4, got {tuple(x.shape[-2:])}")
+        if self.embed is not None:
+            x = self.embed(x)
         return self.decoder(self.translator(self.encoder(x)))
 
 
@@ -116,11 +144,12 @@ class Discriminator(nn.Module):
     e.g. 256 -> 30, 128 -> 14, 64 -> 6. Inputs need sides of at least 24.
     """
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, ndf: int = 64, embed_channels: int = 0) -> None:
         super().__init__()
-        self.config = {"in_channels": in_channels, "ndf": ndf}
+        self.config = {"in_channels": in_channels, "ndf": ndf, "embed_channels": embed_channels}
+        self.embed = embedding(in_channels, embed_channels)
         self.model = nn.Sequential(
-            DiscriminatorBlock(in_channels, ndf, normalize=False),
+            DiscriminatorBlock(embed_channels or in_channels, ndf, normalize=False),
             DiscriminatorBlock(ndf, ndf * 2),
             DiscriminatorBlock(ndf * 2, ndf * 4),
             DiscriminatorBlock(ndf * 4, ndf * 8, stride=1),
@@ -130,6 +159,8 @@ class Discriminator(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            x = self.embed(x)
         return self.model(x)
 
 

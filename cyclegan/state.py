@@ -127,11 +127,13 @@ class WandbState:
 # performance settings and paths; they take effect with a one-line note.
 REFUSED = (
     "seed",
-    "model.n_residual_blocks", "model.ngf", "model.ndf",
+    "model.n_residual_blocks", "model.ngf", "model.ndf", "model.seg_mode", "model.seg_embed",
+    "model.gumbel_temperature", "model.gumbel_noise",
     "data.train_split", "data.paired", "data.load_size", "data.crop_size", "data.flip",
     "data.batch_size", "data.sample_size",
     "optim.lr", "optim.lr_scaling", "optim.lr_reference_batch", "optim.beta1", "optim.beta2",
     "optim.epochs", "optim.decay_epoch", "optim.lambda_cycle", "optim.lambda_identity", "optim.replay_size",
+    "optim.lambda_cycle_seg", "optim.lambda_paired",
     "train.precision",
 )  # fmt: skip
 ALLOWED = (

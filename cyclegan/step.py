@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from cyclegan.losses import CycleGANModels, LossWeights, discriminator_losses, generator_losses
 from cyclegan.scheduler import ReplayBuffer
+from cyclegan.seg_encoding import RgbEncoding, SegEncoding
 
 
 @dataclass
@@ -51,7 +52,8 @@ class TrainStep:
 
     ``autocast`` returns the mixed-precision context (Accelerate's ``accelerator.autocast``, or
     ``contextlib.nullcontext``); ``scaler`` is the fp16 GradScaler, if any; ``distributed`` says
-    whether the skip flag must be agreed with other processes.
+    whether the skip flag must be agreed with other processes; ``encoding`` is how segmentation
+    maps reach the networks (``model.seg_mode``: rgb batches carry ``seg``, classes batches ``label``).
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class TrainStep:
         scaler: torch.amp.GradScaler | None = None,
         distributed: bool = False,
         channels_last: bool = False,
+        encoding: SegEncoding | None = None,
     ) -> None:
         self.models = models
+        self.encoding = encoding or RgbEncoding()
         self.optimizers = (opt_g, opt_d)
         self.photo_buffer, self.seg_buffer = buffers
         self.weights = weights
@@ -100,20 +104,22 @@ class TrainStep:
         Also what ``cyclegan-bench`` counts FLOPs on, so the count is of this code."""
         batch = {
             "photo": batch["photo"].contiguous(memory_format=self.memory_format),
-            "seg": batch["seg"].contiguous(memory_format=self.memory_format),
+            "seg": self.encoding.real(batch, self.memory_format),  # classes: one-hot, made here on the device
+            "label": batch.get("label"),
         }
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         self._freeze_discriminators(True)
         with self.autocast():
-            gen = generator_losses(self.models, batch, self.weights)
+            gen = generator_losses(self.models, batch, self.weights, self.encoding)
         self._backward(gen.total)
         self._freeze_discriminators(False)
         bad_g = self._any_process((~torch.isfinite(gen.total.detach())).float())
         # A skipped step stores nothing, and a fake with a non-finite pixel is never stored.
         keep = bad_g == 0
         fake_photo = self.photo_buffer.push_and_pop(gen.fake_photo, keep)
-        fake_seg = self.seg_buffer.push_and_pop(gen.fake_seg, keep)
+        # classes: the buffer keeps uint8 ids of the hard samples and gives one-hot maps back
+        fake_seg = self.encoding.restore(self.seg_buffer.push_and_pop(self.encoding.store(gen.fake_seg), keep))
         with self.autocast():
             disc = discriminator_losses(self.models, batch, fake_photo, fake_seg)
             loss_d = disc["disc_real"] + disc["disc_seg"]

@@ -42,11 +42,20 @@ from cyclegan.build import (
     build_step,
     prepare_models,
     scaled_lr,
+    seg_encoding,
 )
 from cyclegan.config import Config, ConfigError, load_config, to_dict
 from cyclegan.data import LoaderError, build_loader
 from cyclegan.data.catalog import shards_fingerprint
-from cyclegan.evaluate import accumulate_confusion, evaluate_fid, load_fid, segmentation_scores, tracker_metrics
+from cyclegan.evaluate import (
+    accumulate_confusion,
+    accumulate_photo_errors,
+    fid_score,
+    load_fid,
+    photo_scores,
+    segmentation_scores,
+    tracker_metrics,
+)
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
 from cyclegan.scheduler import BufferDealer
 from cyclegan.state import (
@@ -108,6 +117,7 @@ class Trainer:
         saved = self._open_resume()  # the config is compared before anything is built or written
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        self.encoding = seg_encoding(cfg)
         self.raw = build_models(cfg, accelerator.device)
         self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=self.world_size)
         self.sched_g, self.sched_d = build_schedulers((self.opt_g, self.opt_d), cfg)
@@ -141,6 +151,7 @@ class Trainer:
             seed=cfg.seed,
             train=True,
             verbose=accelerator.is_main_process,
+            coloured=self.encoding.coloured,
         )
         if self.loader.batches_per_epoch < 1:
             raise TrainingError(
@@ -159,6 +170,7 @@ class Trainer:
                 device=accelerator.device,
                 seed=cfg.seed,
                 train=False,
+                coloured=self.encoding.coloured,
             )
             if cfg.train.inception_weights:
                 self.fid = load_fid(cfg.train.inception_weights, accelerator.device)
@@ -297,9 +309,8 @@ class Trainer:
         if self.cfg.train.num_samples == 0:
             return None
         data = dataclasses.replace(self.cfg.data, batch_size=self.cfg.train.num_samples, sample_size=0)
-        loader = build_loader(
-            data, split=self.cfg.data.val_split, rank=0, world_size=1, device=self.acc.device, seed=0, train=False
-        )
+        loader = build_loader(data, split=self.cfg.data.val_split, rank=0, world_size=1, device=self.acc.device,
+                              seed=0, train=False, coloured=self.encoding.coloured)  # fmt: skip
         if loader.batches_per_epoch < 1:
             raise TrainingError(
                 f"{self.cfg.data.shards}: split '{self.cfg.data.val_split}' has fewer than "
@@ -318,7 +329,7 @@ class Trainer:
         ):
             path = self.out_dir / f"{role}_{suffix}_{number}.pt"
             if not (only_missing and path.is_file()):
-                checkpoint.export_network(module, role, path, epoch=number)
+                checkpoint.export_network(module, role, path, epoch=number, seg_mode=self.encoding.mode)
         checkpoint.prune_exports(self.out_dir, self.cfg.train.export_every, self.cfg.train.keep_exports)
 
     def end_of_epoch(self, number: int, stats: StepStats) -> bool:
@@ -331,7 +342,7 @@ class Trainer:
             if self.samples is not None and not stop:
                 self.raw.real2seg.eval()
                 self.raw.seg2real.eval()
-                views = translate_samples(self.raw.real2seg, self.raw.seg2real, self.samples)
+                views = translate_samples(self.raw.real2seg, self.raw.seg2real, self.samples, self.encoding)
                 self.raw.real2seg.train()
                 self.raw.seg2real.train()
                 save_grid(sample_grid(views), self.out_dir / "samples" / f"epoch_{number}.png")
@@ -342,16 +353,21 @@ class Trainer:
 
     def evaluate(self, number: int) -> dict[str, float]:
         """Validation scores of the current generators (collective: every process calls it)."""
-        confusion = accumulate_confusion(self.raw.real2seg, self.val_loader.epoch(0), self.acc.device)
+        device = self.acc.device
+        confusion = accumulate_confusion(self.raw.real2seg, self.val_loader.epoch(0), device, self.encoding)
+        if self.fid is not None:
+            self.fid.reset()
+        errors = accumulate_photo_errors(self.raw.seg2real, self.val_loader.epoch(0), device, self.encoding, self.fid)
         if self.acc.num_processes > 1:
             confusion = self.acc.reduce(confusion, reduction="sum")
+            errors = self.acc.reduce(errors, reduction="sum")
         metrics = tracker_metrics(segmentation_scores(confusion))
+        metrics.update({f"eval/{k}": v for k, v in photo_scores(errors).items()})
         if self.fid is not None:
-            metrics["eval/fid"] = evaluate_fid(self.raw.seg2real, self.val_loader.epoch(0), self.acc.device, self.fid)
+            metrics["eval/fid"] = fid_score(self.fid)
         if self.acc.is_main_process:
-            summary = ", ".join(
-                f"{k[5:]}={metrics[k]:.4g}" for k in ("eval/pixel_acc", "eval/mean_iou", "eval/fid") if k in metrics
-            )
+            keys = ("eval/pixel_acc", "eval/mean_iou", "eval/photo_l1", "eval/photo_psnr", "eval/fid")
+            summary = ", ".join(f"{k[5:]}={metrics[k]:.4g}" for k in keys if k in metrics)
             tqdm.write(f"epoch {number} validation: {summary}")
             self.logger.log(metrics, step=self.progress.global_step)
         return metrics

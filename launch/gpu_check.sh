@@ -9,7 +9,8 @@
 # so a timeout loses only the section that was running:
 #   ladder   cyclegan-bench train --ladder at 256²: rows (a)-(h), the project loader at batch 16
 #   grid     bf16 x {eager, compile} x batch {16, 32} on synthetic batches (pure compute); the compiled
-#            batch-16 row carries a torch.profiler table of the top kernels
+#            batch-16 row carries a torch.profiler table of the top kernels; then that row again in
+#            model.seg_mode classes (151 logits, one-hot maps, Gumbel straight-through)
 #   sync     a steady-state stretch under torch.cuda.set_sync_debug_mode("error"), eager and compiled
 #   loader   the torch loader's nvJPEG path at batch 32 with 12 workers: alone, and feeding the step
 #   train    cyclegan-train (bf16, compile, batch 16) for $TRAIN_SECONDS (60) s ended by SIGTERM, then a
@@ -90,14 +91,15 @@ if wanted ladder; then
     collect ladder ladder
 fi
 
-wanted grid && for cell in "eager 16" "eager 32" "compile 16" "compile 32"; do
+wanted grid && for cell in "eager 16" "eager 32" "compile 16" "compile 32" "classes 16"; do
     set -- $cell
     flag=--no-compile extra=""
-    [ "$1" = compile ] && flag=--compile
+    [ "$1" != eager ] && flag=--compile
     [ "$cell" = "compile 16" ] && extra="--profile-steps 3"
+    [ "$1" = classes ] && extra="--seg-mode classes"  # the same step as compile 16 but model.seg_mode classes
     b=$((batch * $2 / 16))
     bench "grid_$1_b$2" 120 train $common --batch "$b" --precision bf16 $flag --loader synthetic $extra
-    collect grid grid_eager_b16 grid_eager_b32 grid_compile_b16 grid_compile_b32
+    collect grid grid_eager_b16 grid_eager_b32 grid_compile_b16 grid_compile_b32 grid_classes_b16
 done
 
 if wanted sync; then

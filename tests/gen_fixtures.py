@@ -33,9 +33,9 @@ GAIN = 100.0  # drives the final tanh to +-1
 
 
 @torch.no_grad()
-def two_colour_generator(high: tuple[int, int, int], low: tuple[int, int, int], channel: int = 0) -> Generator:
-    """A Generator (ngf=8, 1 residual block) mapping above-mean ``channel`` to ``high``, else ``low``."""
-    g = Generator(3, 3, n_residual_blocks=1, ngf=8)
+def _switch(g: Generator, channel: int) -> Generator:
+    """Zero ``g`` except for the path that carries "is ``channel`` above its mean?" to the last layer:
+    decoder channel 0 is positive where it is, channel 1 where it is not."""
     for p in g.parameters():
         p.zero_()  # residual block: conv of nothing -> 0, so the block is the identity
     first, down1, down2 = g.encoder[1], g.encoder[4], g.encoder[7]
@@ -45,11 +45,45 @@ def two_colour_generator(high: tuple[int, int, int], low: tuple[int, int, int], 
         conv.weight[0, 0, 1, 1] = conv.weight[1, 1, 1, 1] = 1.0  # one pixel per 2x2
     for up in (g.decoder[0], g.decoder[3]):
         up.weight[0, 0, 1:3, 1:3] = up.weight[1, 1, 1:3, 1:3] = 1.0  # nearest 2x upsampling
+    return g
+
+
+@torch.no_grad()
+def two_colour_generator(high: tuple[int, int, int], low: tuple[int, int, int], channel: int = 0) -> Generator:
+    """A Generator (ngf=8, 1 residual block) mapping above-mean ``channel`` to ``high``, else ``low``."""
+    g = _switch(Generator(3, 3, n_residual_blocks=1, ngf=8), channel)
     last = g.decoder[-2]
     for c in range(3):
         last.weight[c, 0, 3, 3] = GAIN if high[c] > 127 else -GAIN
         last.weight[c, 1, 3, 3] = GAIN if low[c] > 127 else -GAIN
     return g.eval()
+
+
+@torch.no_grad()
+def two_class_real2seg() -> Generator:
+    """classes mode, photo -> logits: red above the mean -> HIGH_CLASS, else LOW_CLASS (by argmax)."""
+    g = _switch(Generator(3, 151, n_residual_blocks=1, ngf=8, head="logits"), channel=0)
+    g.decoder[-1].weight[HIGH_CLASS, 0] = g.decoder[-1].weight[LOW_CLASS, 1] = GAIN
+    return g.eval()
+
+
+@torch.no_grad()
+def two_class_seg2real(light: tuple[int, ...] = (0, HIGH_CLASS)) -> Generator:
+    """classes mode, one-hot map -> photo: the ``light`` classes white, every other class black (the
+    embedding's channel 0 is 1 on them, and the switch reads that channel)."""
+    g = _switch(Generator(151, 3, n_residual_blocks=1, ngf=8, embed_channels=4), channel=0)
+    g.embed.weight[0, list(light)] = 1.0
+    last = g.decoder[-2]
+    last.weight[:, 0, 3, 3], last.weight[:, 1, 3, 3] = GAIN, -GAIN
+    return g.eval()
+
+
+def export_class_generators(directory: Path) -> tuple[Path, Path]:
+    """(real2seg, seg2real) files of the two hand-built classes-mode generators."""
+    return (
+        export_network(two_class_real2seg(), "real2seg", directory / "real2seg_gen_3.pt", epoch=3, seg_mode="classes"),
+        export_network(two_class_seg2real(), "seg2real", directory / "seg2real_gen_3.pt", epoch=3, seg_mode="classes"),
+    )
 
 
 def colour(class_id: int) -> tuple[int, int, int]:

@@ -35,6 +35,12 @@ def test_yaml_then_cli_overrides(tmp_path):
         (["--optim"], "--optim: missing value"),
         (["optim.lr", "1"], "expected --section.key value"),
         (["--optim", "3"], "optim: expected a mapping"),
+        (["--model.seg_mode", "palette"], "model.seg_mode: must be one of rgb, classes"),
+        (["--model.seg_mode", "classes", "--optim.lambda_identity", "0.5"],
+         "optim.lambda_identity: must be 0 with model.seg_mode=classes"),
+        (["--optim.lambda_paired", "1"], "optim.lambda_paired=1.0 needs data.paired: true"),
+        (["--model.seg_mode", "classes", "--model.seg_embed", "0"], "model.seg_embed: must be >= 1"),
+        (["--model.gumbel_temperature", "0"], "model.gumbel_temperature: must be > 0"),
     ],
 )
 def test_bad_settings_name_the_key(args, message):

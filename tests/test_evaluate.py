@@ -10,6 +10,7 @@ from gen_fixtures import (
     LOW_CLASS,
     block_labels,
     colour,
+    export_class_generators,
     export_generators,
     photo_for,
     predicted_for,
@@ -241,11 +242,70 @@ def test_fid_cli_runs_with_local_weights(generators, inception_weights, tmp_path
     assert "FID" in capsys.readouterr().out
 
 
-def test_fid_without_weights_says_how_to_get_them(generators, tmp_path, capsys):
-    code = evaluate.main(["--generator", str(generators[1]), "--shards", str(tmp_path / "x.tar")])
+def test_seg2real_without_weights_scores_l1_and_psnr_and_says_how_to_get_fid(generators, tmp_path, capsys):
+    """The hand-built seg2real draws HIGH_CLASS (red 255 in the training palette) white, LOW_CLASS and
+    unlabeled (red 0) black; photo_for draws HIGH_CLASS and unlabeled 200, LOW_CLASS 40: off by 55/255 on
+    HIGH_CLASS, 200/255 on unlabeled and 40/255 on LOW_CLASS."""
+    labels = [block_labels(32, 32, seed=i, classes=(0, HIGH_CLASS, LOW_CLASS)) for i in range(3)]
+    pattern = write_shards(tmp_path / "shards", [(photo_for(x), x) for x in labels])
+    code = evaluate.main(["--generator", str(generators[1]), "--shards", pattern, "--json", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
+    assert code == 0 and err.count("\n") == 1
     assert INCEPTION_FILE in err and "--inception-weights" in err and "https://" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    errors = [np.select([x == HIGH_CLASS, x == 0], [55.0, 200.0], 40.0) / 255 for x in labels]
+    assert report["photo_l1"] == pytest.approx(np.mean([e.mean() for e in errors]), abs=2e-3)  # JPEG: ~exact
+    psnr = np.mean([-10 * np.log10((e**2).mean()) for e in errors])
+    assert report["photo_psnr"] == pytest.approx(psnr, abs=0.05) and "fid" not in report
+
+
+class MidGrey(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+
+def test_photo_scores_by_hand():
+    """A constant mid-grey 'translation' of black photos: L1 0.5 and MSE 0.25 on [0, 1], PSNR 6.02 dB."""
+    batches = [{"photo": -torch.ones(2, 3, 8, 8), "label": torch.zeros(2, 8, 8, dtype=torch.long)}]
+    scores = evaluate.evaluate_photos(MidGrey(), batches, "cpu")
+    assert scores["photo_l1"] == pytest.approx(0.5)
+    assert scores["photo_psnr"] == pytest.approx(-10 * math.log10(0.25))
+
+
+@pytest.fixture(scope="module")
+def class_generators(tmp_path_factory):
+    return export_class_generators(tmp_path_factory.mktemp("class_gens"))
+
+
+def test_classes_mode_exports_are_scored_by_their_argmax(class_generators, tmp_path, capsys):
+    """The same known predictions as the rgb generator's, read as argmax ids, no colour snapping; and a
+    classes-mode seg2real run (generate) and real2seg scored on its photos (eval) round-trip exactly."""
+    labels = [block_labels(h, w, seed=i) for i, (h, w) in enumerate(SIZES)]
+    pattern = write_shards(tmp_path / "shards", [(photo_for(x), x) for x in labels])
+    assert evaluate.main(["--generator", str(class_generators[0]), "--shards", pattern,
+                          "--json", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert "classes mode" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = expected_scores(labels)
+    assert report["seg_mode"] == "classes"
+    for key in ("pixel_acc", "mean_class_acc", "mean_iou", "classes_present", "gt_pixels"):
+        assert report[key] == expected[key], key
+
+    maps = [block_labels(48, 64, seed=i, classes=(0, HIGH_CLASS, LOW_CLASS)) for i in range(3)]
+    for i, x in enumerate(maps):
+        Image.fromarray(x).save(tmp_path / f"map{i}.png")
+    assert generate_main(["--input", str(tmp_path / "map*.png"), "--generator", str(class_generators[1]),
+                          "--output-dir", str(tmp_path / "gen"), "--width", "64", "--height", "48"]) == 0  # fmt: skip
+    photos = [np.array(Image.open(tmp_path / "gen" / f"map{i}_photo.png")) for i in range(3)]
+    pattern = write_shards(tmp_path / "round", list(zip(photos, maps, strict=True)))
+    assert evaluate.main(["--generator", str(class_generators[0]), "--shards", pattern,
+                          "--json", str(tmp_path / "round.json")]) == 0  # fmt: skip
+    round_trip = json.loads((tmp_path / "round.json").read_text())
+    assert (round_trip["pixel_acc"], round_trip["mean_iou"]) == (1.0, 1.0)
+    # seg -> photo of classes mode: its photos are white on {unlabeled, HIGH_CLASS}, like photo_for's light grey
+    assert evaluate.main(["--generator", str(class_generators[1]), "--shards", pattern,
+                          "--json", str(tmp_path / "photo.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "photo.json").read_text())["photo_l1"] < 1e-3  # its own photos back
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

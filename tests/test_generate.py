@@ -10,6 +10,7 @@ from gen_fixtures import (
     HIGH_CLASS,
     LOW_CLASS,
     block_labels,
+    export_class_generators,
     export_generators,
     photo_for,
     predicted_for,
@@ -114,6 +115,48 @@ def test_seg_to_photo_takes_ids_or_colours(generators, tmp_path, capsys):
     expected = np.where(labels == HIGH_CLASS, 255, 0)[..., None].repeat(3, axis=-1)
     for name in ("ids", "pal", "colours"):
         assert np.array_equal(read(tmp_path / "out" / f"{name}_photo.png"), expected), name
+
+
+@pytest.fixture(scope="module")
+def class_generators(tmp_path_factory):
+    return export_class_generators(tmp_path_factory.mktemp("class_gens"))
+
+
+def test_classes_mode_photo_to_seg_writes_the_argmax(class_generators, tmp_path, capsys):
+    """The mode comes from the file: ids are the logits' argmax, drawn in the training palette."""
+    labels = block_labels(48, 64, seed=1)
+    save(photo_for(labels), tmp_path / "in" / "a.png")
+    code, out, _ = run_cli(
+        ["--input", tmp_path / "in/a.png", "--generator", class_generators[0], "--output-dir", tmp_path / "out"]
+        + ["--width", 64, "--height", 48, "--channels", 3],
+        capsys,
+    )
+    assert code == 0 and "photo -> seg (classes mode)" in out
+    ids = read(tmp_path / "out/a_ids.png")
+    assert np.array_equal(ids, predicted_for(labels))
+    assert np.array_equal(read(tmp_path / "out/a_seg.png"), TRAIN_PALETTE.numpy()[ids])
+
+
+def test_classes_mode_seg_to_photo_takes_ids_or_colours(class_generators, tmp_path, capsys):
+    """Class-id PNGs, palette PNGs and (noisy) colour maps all become one-hot class maps."""
+    labels = block_labels(32, 48, seed=2, classes=(0, HIGH_CLASS, LOW_CLASS))
+    colours = TRAIN_PALETTE[torch.from_numpy(labels).long()].numpy().astype(np.int16)
+    noisy = np.clip(colours + np.random.default_rng(0).integers(-20, 21, colours.shape), 0, 255).astype(np.uint8)
+    save(labels, tmp_path / "in" / "ids.png")
+    save(labels, tmp_path / "in" / "pal.png", mode="P")
+    save(noisy, tmp_path / "in" / "colours.png")
+    code, out, _ = run_cli(
+        ["--input", tmp_path / "in", "--generator", class_generators[1], "--output-dir", tmp_path / "out"]
+        + ["--width", 48, "--height", 32, "--channels", 1],
+        capsys,
+    )
+    assert code == 0 and "seg -> photo (classes mode)" in out
+    expected = np.where(np.isin(labels, (0, HIGH_CLASS)), 255, 0)[..., None].repeat(3, axis=-1)
+    for name in ("ids", "pal", "colours"):
+        assert np.array_equal(read(tmp_path / "out" / f"{name}_photo.png"), expected), name
+    code, _, err = run_cli(["--input", tmp_path / "in", "--generator", class_generators[1], "--output-dir",
+                            tmp_path / "out2", "--channels", 2], capsys)  # fmt: skip
+    assert code == 2 and "takes 1 or 3-channel seg images, but --channels is 2" in err
 
 
 def test_translate_pads_to_multiples_of_4():

@@ -101,6 +101,22 @@ def test_batch_contract_after_resize(shards: Path, loader: str) -> None:
     assert torch.equal(batch["seg"], ids_to_seg(batch["label"]))
 
 
+@pytest.mark.parametrize("loader", LOADERS)
+def test_classes_mode_batches_skip_the_colouring(shards: Path, loader: str) -> None:
+    """coloured=False (model.seg_mode classes): the same photos and labels, in the same order, and no
+    ``seg``; the step makes one-hot maps from ``label`` on the device."""
+    cfg = _cfg(shards, loader, load_size=36, crop_size=32)
+    plain = build_loader(cfg, split="training", rank=0, world_size=1, device="cpu", seed=0, train=True, coloured=False)
+    coloured = list(_load(cfg).epoch(0))
+    batches = list(plain.epoch(0))
+    assert len(batches) == len(coloured) == 5
+    for a, b in zip(batches, coloured, strict=True):
+        assert "seg" not in a and set(a) == {"photo", "label", "key", "seg_key"}
+        assert a["key"] == b["key"] and a["seg_key"] == b["seg_key"]
+        assert torch.equal(a["label"], b["label"]) and a["label"].dtype == torch.int64
+        assert torch.equal(a["photo"], b["photo"])
+
+
 def _positions(batch: dict, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column: x read from the photo, x-bin read from the label; per row: y and y-bin."""
     photo = (batch["photo"][i].numpy() + 1) * 127.5

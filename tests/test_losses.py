@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from cyclegan.losses import (
     lsgan_loss,
 )
 from cyclegan.models import Discriminator, Generator
+from cyclegan.seg_encoding import ClassEncoding
 
 
 class Constant(nn.Module):
@@ -69,6 +72,42 @@ def test_identity_off_drops_terms():
     batch = {"photo": torch.zeros(1, 3, 8, 8), "seg": torch.ones(1, 3, 8, 8)}
     out = generator_losses(models, batch, LossWeights(identity=0.0))
     assert set(out.parts) == {"adv_real2seg", "adv_seg2real", "cycle_photo", "cycle_seg"}
+
+
+def test_paired_terms_appear_only_when_enabled():
+    models = CycleGANModels(Shift(0.1), Shift(-0.3), Constant(0.0), Constant(0.5))
+    batch = {"photo": torch.zeros(1, 3, 8, 8), "seg": torch.ones(1, 3, 8, 8)}
+    assert not any(k.startswith("paired") for k in generator_losses(models, batch, LossWeights()).parts)
+    parts = generator_losses(models, batch, LossWeights(paired=2.0)).parts
+    # rgb: G(photo) = 0.1 against the map 1 (L1 0.9), F(seg) = 0.7 against the photo 0 (L1 0.7), both x 2
+    assert round(parts["paired_real2seg"].item(), 5) == 1.8 and round(parts["paired_seg2real"].item(), 5) == 1.4
+
+
+def test_classes_mode_losses_by_hand():
+    """G's logits prefer class 5 by 3 everywhere; the seg cycle and paired terms are cross-entropies
+    against the label (paired ignores unlabeled pixels), D_seg and F see a one-hot sample."""
+
+    class Logits(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 151, *x.shape[2:])
+            out[:, 5] = 3.0
+            return out
+
+    class Photo(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[1] == 151 and x.sum(1).eq(1).all()  # F only ever sees one-hot maps
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    label = torch.tensor([[[0, 5], [5, 7]]])
+    batch = {"photo": torch.zeros(1, 3, 2, 2), "seg": ClassEncoding().real({"label": label}), "label": label}
+    models = CycleGANModels(Logits(), Photo(), Constant(0.0), Constant(0.5))
+    out = generator_losses(models, batch, LossWeights(cycle=10.0, cycle_seg=2.0, paired=1.0), ClassEncoding())
+    right, wrong = math.log(1 + 150 * math.exp(-3)), math.log(math.exp(3) + 150)  # -log p(5), -log p(other)
+    assert out.parts["cycle_seg"].item() == pytest.approx(2.0 * (2 * right + 2 * wrong) / 4)
+    assert out.parts["paired_real2seg"].item() == pytest.approx((2 * right + wrong) / 3)  # pixel 0 ignored
+    assert out.parts["paired_seg2real"].item() == 0.0 and out.parts["cycle_photo"].item() == 0.0
+    assert out.fake_seg.shape == (1, 151, 2, 2) and out.fake_seg.sum(1).eq(1).all()  # the hard sample
+    assert "idt_real2seg" not in out.parts
 
 
 def tiny_models(seed: int = 0) -> CycleGANModels:

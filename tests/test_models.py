@@ -64,3 +64,42 @@ def test_residual_block_is_identity_plus_residual():
         torch.nn.init.zeros_(p)
     x = torch.randn(1, 4, 8, 8)
     assert torch.equal(block(x), x)
+
+
+def test_classes_mode_shapes_and_parameter_counts():
+    """G: a 1x1 conv to 151 logits in place of the 7x7 conv to 3 (64*151 + 151 vs 64*3*49 + 3 weights);
+    F and D_seg: a 151 -> 32 embedding (151*32 + 32) in front of a stem that now reads 32 channels."""
+    g = Generator(3, 151, head="logits")
+    f = Generator(151, 3, embed_channels=32)
+    d = Discriminator(151, embed_channels=32)
+    assert n_params(g) == 11_378_179 - (64 * 3 * 49 + 3) + (64 * 151 + 151) == 11_378_583
+    assert n_params(f) == 11_378_179 + (151 * 32 + 32) + (32 - 3) * 64 * 49 == 11_473_987
+    assert n_params(d) == 2_764_737 + (151 * 32 + 32) + (32 - 3) * 64 * 16 == 2_799_297
+    tiny = {"n_residual_blocks": 1, "ngf": 8}
+    logits = Generator(3, 151, head="logits", **tiny)(torch.randn(2, 3, 32, 48))
+    assert logits.shape == (2, 151, 32, 48) and logits.abs().max() > 0  # unbounded scores, no tanh
+    one_hot = torch.zeros(2, 151, 32, 48).scatter_(1, torch.randint(0, 151, (2, 1, 32, 48)), 1.0)
+    assert Generator(151, 3, embed_channels=16, **tiny)(one_hot).shape == (2, 3, 32, 48)
+    assert Discriminator(151, ndf=8, embed_channels=16)(one_hot).shape == (2, 1, 2, 4)
+
+
+def test_rgb_networks_keep_the_reference_parameter_names():
+    """The official weights load: no embedding, the same keys as before classes mode existed."""
+    names = [n for n, _ in Generator().named_parameters()]
+    assert names[0] == "encoder.1.weight" and names[-1] == "decoder.7.bias" and not any("embed" in n for n in names)
+    assert [n for n, _ in Discriminator().named_parameters()][0] == "model.0.block.0.weight"
+
+
+def test_classes_mode_costs_at_most_10_percent_more_flops_than_rgb_at_lambda_id_0():
+    """Counted by the benchmark's FLOP counter on the meta device, at the paper's 256 px and widths."""
+    import argparse
+
+    from cyclegan.bench.train import StepSetup, config_for, count_flops
+
+    args = argparse.Namespace(blocks=9, ngf=64, ndf=64, size=256, workers=0)
+    flops = {}
+    for mode in ("rgb", "classes"):
+        setup = StepSetup("x", "", 1, "fp32", False, "synthetic", True, True, 0.0, seg_mode=mode)
+        flops[mode] = count_flops(config_for(args, setup, None))
+    assert flops["rgb"] == 1_287_065_174_016  # 1.287 TFLOP a pair, the figure in the README
+    assert 1.0 < flops["classes"] / flops["rgb"] <= 1.10

@@ -10,6 +10,7 @@ from accelerate.state import AcceleratorState
 from cyclegan.losses import CycleGANModels, LossWeights
 from cyclegan.models import Discriminator, Generator
 from cyclegan.scheduler import ReplayBuffer
+from cyclegan.seg_encoding import ClassEncoding
 from cyclegan.step import TrainStep
 
 
@@ -63,6 +64,34 @@ def test_step_moves_all_four_networks_and_reports_losses():
         assert any(not torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
     assert all(p.requires_grad for p in raw.disc_real.parameters())
     assert len(step.photo_buffer) == 2
+
+
+def test_classes_mode_step_moves_all_four_networks_and_replays_class_ids():
+    torch.manual_seed(0)
+    raw = CycleGANModels(
+        Generator(3, 151, n_residual_blocks=1, ngf=8, head="logits"),
+        Generator(151, 3, n_residual_blocks=1, ngf=8, embed_channels=8),
+        Discriminator(ndf=8),
+        Discriminator(151, ndf=8, embed_channels=8),
+    )
+    kwargs = {"lr": 1e-3, "betas": (0.5, 0.999), "fused": True}
+    opt_g = torch.optim.Adam([*raw.real2seg.parameters(), *raw.seg2real.parameters()], **kwargs)
+    opt_d = torch.optim.Adam([*raw.disc_real.parameters(), *raw.disc_seg.parameters()], **kwargs)
+    buffers = (ReplayBuffer(4), ReplayBuffer(4))
+    weights = LossWeights(identity=0.0, cycle_seg=1.0)
+    step = TrainStep(raw, opt_g, opt_d, buffers, weights, encoding=ClassEncoding())
+    before = {name: snapshot(m) for name, m in vars(raw).items()}
+    g = torch.Generator().manual_seed(0)
+    classes_batch = {"photo": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1,
+                     "label": torch.randint(0, 151, (2, 32, 32), generator=g)}  # fmt: skip
+    for _ in range(3):
+        out = step(classes_batch)  # no "seg": the one-hot maps are made from the label
+        assert out.skipped.item() == 0
+    for name, m in vars(raw).items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], m.parameters(), strict=True)), name
+    assert out.losses["loss_cycle_seg"].item() > 0 and "loss_idt_real2seg" not in out.losses
+    assert buffers[1].items.dtype == torch.uint8 and buffers[1].items.shape == (4, 32, 32)
+    assert buffers[0].items.dtype == torch.float32
 
 
 def test_non_finite_loss_skips_without_touching_weights():

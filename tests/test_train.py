@@ -22,6 +22,11 @@ from train_helpers import (
 )
 
 from cyclegan import checkpoint
+from cyclegan.build import build_models
+from cyclegan.config import load_config
+from cyclegan.data import build_loader
+from cyclegan.evaluate import evaluate_segmentation
+from cyclegan.seg_encoding import ClassEncoding
 from cyclegan.train import main
 
 pytestmark = pytest.mark.slow
@@ -111,14 +116,16 @@ def test_resume_refuses_a_changed_objective_in_one_line(shards: Path, tmp_path: 
     assert "resume forced despite optim.lambda_identity" in capsys.readouterr().out
 
 
-def test_two_processes_ddp_dali(shards: Path, tmp_path: Path):
-    """The DALI loader under DDP (the torch loader's run is test_resilience's ``ddp_run``)."""
+@pytest.mark.parametrize("seg_mode", ["rgb", "classes"])
+def test_two_processes_ddp_dali(shards: Path, tmp_path: Path, seg_mode: str):
+    """The DALI loader under DDP (the torch loader's run is test_resilience's ``ddp_run``), in both
+    segmentation modes (classes: DALI skips the colouring, the step makes one-hot maps)."""
     loader = "dali"
     out, record = tmp_path / "run", tmp_path / "record"
     cmd = accelerate_cmd(
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", free_port(),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO / "tests" / "ddp_driver.py"), *tiny_args(shards, out, "--data.loader", loader),
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "tests" / "ddp_driver.py"),
+        *tiny_args(shards, out, "--data.loader", loader, "--model.seg_mode", seg_mode),
     )  # fmt: skip
     env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
     proc = run_group(cmd, env)
@@ -133,6 +140,29 @@ def test_two_processes_ddp_dali(shards: Path, tmp_path: Path):
     assert ranks[1]["exports"] == [] and len(ranks[0]["exports"]) == 8
     assert sorted(p.name for p in out.glob("*.pt")) == sorted(f"{r}_{e}.pt" for r in ROLES for e in (1, 2))
     assert latest(out).world_size == 2
+    assert checkpoint.load_network(out / "real2seg_gen_2.pt")[1]["seg_mode"] == seg_mode
+    stored = [latest(out).rank(r)["seg_buffer"]["items"] for r in (0, 1)]
+    assert all(s.dtype == (torch.uint8 if seg_mode == "classes" else torch.float32) for s in stored)
+
+
+def test_a_tiny_classes_run_learns(shards: Path, tmp_path: Path):
+    """Unpaired CycleGAN in classes mode, 6 epochs of 8 steps: G's validation mIoU rises clearly above
+    that of the same network as initialised (the run's own seed), scored on the same centre crops."""
+    args = tiny_args(shards, tmp_path, "--model.seg_mode", "classes", "--optim.lr", "1e-3",
+                     "--optim.epochs", "6", "--optim.decay_epoch", "3", "--train.num_samples", "0")  # fmt: skip
+    assert main(args) == 0
+    cfg = load_config(None, args)
+    torch.manual_seed(cfg.seed)
+    untrained = build_models(cfg).real2seg
+    trained, meta = checkpoint.load_network(tmp_path / "real2seg_gen_6.pt")
+    assert meta["seg_mode"] == "classes" and meta["arch"]["head"] == "logits"
+    val = build_loader(cfg.data, split=cfg.data.val_split, rank=0, world_size=1, device="cpu", seed=0, train=False,
+                       coloured=False)  # fmt: skip
+    before, after = (evaluate_segmentation(g, val.epoch(0), "cpu", ClassEncoding()) for g in (untrained, trained))
+    print(f"mIoU {before['mean_iou']:.3f} -> {after['mean_iou']:.3f}, pixel acc "
+          f"{before['pixel_acc']:.3f} -> {after['pixel_acc']:.3f}")  # fmt: skip
+    # measured on a 2-core EPYC: mIoU 0.003 -> 0.114, pixel accuracy 0.007 -> 0.404
+    assert after["mean_iou"] > before["mean_iou"] + 0.05 and after["pixel_acc"] > before["pixel_acc"] + 0.2
 
 
 def test_wandb_offline_resume_continues_the_run_and_keeps_replayed_rows(shards: Path, tmp_path: Path):

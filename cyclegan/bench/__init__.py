@@ -1,4 +1,4 @@
-"""Throughput benchmarks that print numbers: ``cyclegan-bench loader`` and ``cyclegan-bench train``.
+"""Benchmarks that print numbers: ``cyclegan-bench loader``, ``train`` (throughput) and ``modes`` (quality).
 
     # pairs/s of DALI, the torchvision fallback and a seed-style PIL loader, on shards made here
     cyclegan-bench loader
@@ -8,6 +8,8 @@
     cyclegan-bench train --ladder --json ladder.json
     # one configuration: pairs/s, FLOPs, MFU, data wait
     cyclegan-bench train --batch 16 --precision bf16 --compile --json train.json
+    # translation quality of model.seg_mode rgb vs classes (and paired), same seed and steps (CPU minutes)
+    cyclegan-bench modes --json modes.json
 
 Speed is never asserted by the tests: these commands are where it is measured.
 """

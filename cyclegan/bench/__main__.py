@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclegan.bench import loader, train
+from cyclegan.bench import loader, modes, train
 from cyclegan.bench.report import print_table, write_json
 from cyclegan.data import LoaderError
 
@@ -63,7 +63,9 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Measure pairs/s of the input pipeline or training step.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Measure pairs/s of the input pipeline or training step, or translation quality."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_loader_parser(commands)
     p = commands.add_parser(
@@ -74,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_arguments(p, positive, non_negative)
     p.add_argument("--json", type=Path, help="also write the report here")
+    p = commands.add_parser(
+        "modes",
+        help="translation quality of model.seg_mode rgb vs classes (and paired), same steps",
+        description=modes.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    modes.add_arguments(p, positive)
+    p.add_argument("--json", type=Path, help="also write the report here")
     return parser
 
 
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except LoaderError as e:
+    except (LoaderError, RuntimeError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print(f"\n{args.command} benchmark; " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()))

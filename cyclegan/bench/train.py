@@ -33,11 +33,18 @@ import torch
 from cyclegan.bench.loader import synthetic_shards
 from cyclegan.bench.report import report
 from cyclegan.bench.seed_style import seed_style_epochs
-from cyclegan.build import build_buffers, build_models, build_optimizers, build_step, prepare_models
+from cyclegan.build import (
+    build_buffers,
+    build_models,
+    build_optimizers,
+    build_step,
+    loss_weights,
+    prepare_models,
+    seg_encoding,
+)
 from cyclegan.config import Config
 from cyclegan.data import build_loader
 from cyclegan.data.catalog import read_split
-from cyclegan.losses import LossWeights
 from cyclegan.step import StepStats, TrainStep
 
 PEAK_TFLOPS = {
@@ -85,6 +92,7 @@ class StepSetup:
     lambda_identity: float
     channels_last: bool = False
     compile_mode: str = "default"
+    seg_mode: str = "rgb"
 
 
 def ladder(args: argparse.Namespace) -> list[StepSetup]:
@@ -109,7 +117,7 @@ def single(args: argparse.Namespace) -> StepSetup:
     """The one row the command-line options describe (the project's defaults otherwise)."""
     return StepSetup(
         "this project", "", args.batch, args.precision, args.compile, args.loader, True, True,
-        args.lambda_identity, args.channels_last, args.compile_mode,
+        args.lambda_identity, args.channels_last, args.compile_mode, args.seg_mode,
     )  # fmt: skip
 
 
@@ -120,7 +128,9 @@ def load_size_for(crop_size: int) -> int:
 
 def config_for(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> Config:
     cfg = Config()
-    cfg.model = dataclasses.replace(cfg.model, n_residual_blocks=args.blocks, ngf=args.ngf, ndf=args.ndf)
+    cfg.model = dataclasses.replace(
+        cfg.model, n_residual_blocks=args.blocks, ngf=args.ngf, ndf=args.ndf, seg_mode=setup.seg_mode
+    )
     cfg.data = dataclasses.replace(
         cfg.data,
         shards=str(shards or ""),
@@ -142,13 +152,15 @@ def config_for(args: argparse.Namespace, setup: StepSetup, shards: Path | None) 
 
 
 def synthetic_batch(batch: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Random photos and palette-coloured random labels, as the loaders deliver them."""
+    """Random photos, random labels and their palette colours, as the loaders deliver them."""
     from cyclegan.palette import ids_to_seg
 
     gen = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 151, (batch, size, size), generator=gen)
     return {
         "photo": (torch.rand(batch, 3, size, size, generator=gen) * 2 - 1).to(device),
-        "seg": ids_to_seg(torch.randint(0, 151, (batch, size, size), generator=gen)).contiguous().to(device),
+        "seg": ids_to_seg(label).contiguous().to(device),
+        "label": label.to(device),
     }
 
 
@@ -161,11 +173,12 @@ def batches(setup: StepSetup, cfg: Config, device: torch.device) -> Iterator[dic
     if setup.data == "seed-style":
         epoch = seed_style_epochs(cfg.data, read_split(cfg.data.shards, "training").samples)
     else:
-        epoch = build_loader(cfg.data, split="training", rank=0, world_size=1, device=device, seed=0, train=True).epoch
+        epoch = build_loader(cfg.data, split="training", rank=0, world_size=1, device=device, seed=0, train=True,
+                             coloured=cfg.model.seg_mode == "rgb").epoch  # fmt: skip
     for number in itertools.count():
         for batch in epoch(number):
             # The seed-style loader hands over pageable CPU tensors, as the reference code does.
-            yield {k: batch[k].to(device, non_blocking=True) for k in ("photo", "seg")}
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in ("photo", "seg", "label")}
 
 
 def _reset_accelerate() -> None:
@@ -196,9 +209,10 @@ def count_flops(cfg: Config) -> int:
     models = build_models(cfg, "meta")
     optimizers = build_optimizers(models, cfg, fused=False)  # never stepped: only zero_grad runs
     buffers = build_buffers(cfg)
-    step = TrainStep(models, *optimizers, buffers, LossWeights(cfg.optim.lambda_cycle, cfg.optim.lambda_identity))
+    step = TrainStep(models, *optimizers, buffers, loss_weights(cfg), encoding=seg_encoding(cfg))
     size, batch = cfg.data.crop_size, cfg.data.batch_size
     fake = {k: torch.empty(batch, 3, size, size, device="meta") for k in ("photo", "seg")}
+    fake["label"] = torch.zeros(batch, size, size, dtype=torch.long, device="meta")
     with FlopCounterMode(display=False) as counter:
         step.forward_backward(fake)
     return counter.get_total_flops()
@@ -316,6 +330,7 @@ COLUMNS = [
     ("compile", "compile", ""),
     ("data", "data", ""),
     ("lambda_identity", "lambda_id", "g"),
+    ("seg_mode", "seg mode", ""),
     ("pairs_per_s", "pairs/s", ".2f"),
     ("vs_previous", "x above", ".2f"),
     ("vs_first", "x (a)", ".2f"),
@@ -339,6 +354,7 @@ def add_arguments(p: argparse.ArgumentParser, positive: Any, non_negative: Any) 
     p.add_argument("--compile-mode", choices=["default", "max-autotune"], default="default", help="torch.compile mode")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC layout")
     p.add_argument("--lambda-identity", type=float, default=0.0, help="identity weight, fraction of lambda_cyc")
+    p.add_argument("--seg-mode", choices=["rgb", "classes"], default="rgb", help="model.seg_mode (not the ladder's)")
     p.add_argument("--steps", type=positive, default=20, help="timed steps per row")
     p.add_argument("--warmup", type=non_negative, default=3, help="untimed steps first (compile, autotuning)")
     p.add_argument("--loader", choices=DATA_SOURCES, default="synthetic",

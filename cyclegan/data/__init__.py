@@ -3,6 +3,8 @@
 ``photo`` and ``seg`` are B x 3 x H x W floats in [-1, 1] on the training device (``seg`` is
 ``label`` coloured with the training palette), ``label`` is B x H x W int64 class ids of the
 segmentation stream, ``key``/``seg_key`` name the samples of each stream (equal in paired mode).
+With ``coloured=False`` (``model.seg_mode: classes``, whose networks read one-hot maps made from
+``label``) the colouring is skipped and batches have no ``seg``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def build_loader(
     seed: int,
     train: bool,
     verbose: bool = False,
+    coloured: bool = True,
 ) -> ShardLoader:
     """This rank's loader over one split; ``train=False`` gives paired centre crops in shard order."""
     if cfg.load_size < cfg.crop_size:
@@ -54,5 +57,12 @@ def build_loader(
         print(f"data: {kind} loader ({why})", flush=True)
     loader = DaliLoader if kind == "dali" else TorchLoader
     return loader(
-        read_split(cfg.shards, split), cfg, rank=rank, world_size=world_size, device=device, seed=seed, train=train
+        read_split(cfg.shards, split),
+        cfg,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        seed=seed,
+        train=train,
+        coloured=coloured,
     )

@@ -74,10 +74,13 @@ class ShardLoader:
         device: torch.device | str,
         seed: int,
         train: bool,
+        coloured: bool = True,
     ) -> None:
         self.split, self.cfg = split, cfg
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.seed, self.train = seed, train
+        self.coloured = coloured
+        """Whether batches carry ``seg`` (the label in the training palette); classes mode needs ``label`` only."""
         self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
         self.block = rank_block(len(split.samples), rank, world_size)
         self.batches_per_epoch = batches_per_epoch(

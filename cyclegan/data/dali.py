@@ -3,7 +3,7 @@
 
 Everything after the read happens inside the graph: short-side resize (labels by nearest
 neighbour), a crop and flip shared by photo and label in paired mode, colouring the labels
-with the training palette (one lookup table per channel) and scaling both to [-1, 1]. Without
+with the training palette (one lookup table per channel; skipped in classes mode) and scaling to [-1, 1]. Without
 a GPU the same graph runs on the CPU (``device_id=None``), which is what the tests exercise.
 
 A fresh pipeline is built for each epoch, seeded by (seed, epoch, rank): an epoch's order then
@@ -97,12 +97,15 @@ def _build(loader: DaliLoader, seed: int) -> Any:
         label = crop(label, seg_crop, dtype=types.UINT8, output_layout="HWC")
         if gpu:
             label = label.gpu()
+        outputs = (label, key_bytes(jpg), key_bytes(png), photo_size, label_size)
+        if not loader.coloured:  # classes mode: the step builds one-hot maps from the ids
+            return photo, *outputs
         channels = [
             fn.lookup_table(label, keys=list(range(len(palette))), values=[c[i] for c in palette], dtype=types.FLOAT)
             for i in range(3)
         ]
         seg = fn.transpose(fn.cat(*channels, axis=2), perm=[2, 0, 1])
-        return photo, seg, label, key_bytes(jpg), key_bytes(png), photo_size, label_size
+        return photo, seg, *outputs
 
     return graph(
         batch_size=cfg.batch_size,
@@ -114,6 +117,7 @@ def _build(loader: DaliLoader, seed: int) -> Any:
 
 
 OUTPUTS = ["photo", "seg", "label", "key", "seg_key", "photo_size", "label_size"]
+"""The graph's outputs, in order; without colouring it has no ``seg``."""
 
 
 def _sources(padded: torch.Tensor) -> list[tuple[str, str]]:
@@ -132,7 +136,7 @@ def _one_line(error: Exception) -> str:
 
 
 class DaliLoader(ShardLoader):
-    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
+    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device`` (``seg`` if ``coloured``)."""
 
     name = "dali"
 
@@ -146,8 +150,9 @@ class DaliLoader(ShardLoader):
             raise LoaderError(f"{self.split.tars[0].parent}: DALI could not start: {_one_line(e)} "
                               "(data.loader=torch avoids DALI)") from None  # fmt: skip
         try:
+            names = OUTPUTS if self.coloured else [n for n in OUTPUTS if n != "seg"]
             iterator = DALIGenericIterator(
-                [pipe], OUTPUTS, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
+                [pipe], names, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
             )  # reads the first batch already
             for number in range(self.batches_per_epoch):
                 batch = next(iterator)[0]
@@ -166,13 +171,15 @@ class DaliLoader(ShardLoader):
                     raise CorruptSampleError(
                         f"{tar}: {key}: photo is {tuple(photo_size)} but its label is {tuple(label_size)} (H, W)"
                     )
-        return {
+        out = {
             "photo": batch["photo"],
-            "seg": batch["seg"],
             "label": batch["label"][..., 0].to(self.device, torch.int64),
             "key": [key for _, key in sources],
             "seg_key": [key for _, key in _sources(batch["seg_key"])],
         }
+        if self.coloured:
+            out["seg"] = batch["seg"]
+        return out
 
     def _explain(self, error: RuntimeError) -> LoaderError:
         """DALI's decode errors do not say which sample: find it by decoding this rank's block."""

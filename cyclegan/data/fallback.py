@@ -208,7 +208,7 @@ class _EpochBatches:
 
 
 class TorchLoader(ShardLoader):
-    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device``."""
+    """Yields the batch contract ``{photo, seg, label, key, seg_key}`` on ``device`` (``seg`` if ``coloured``)."""
 
     name = "torch"
 
@@ -279,13 +279,11 @@ class TorchLoader(ShardLoader):
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         photo = self._gpu_photos(batch) if self.gpu_decode else batch["photo"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True).long()
-        return {
-            "photo": photo.float().div_(127.5).sub_(1.0),
-            "seg": ids_to_seg(label, self.colours),
-            "label": label,
-            "key": batch["key"],
-            "seg_key": batch["seg_key"],
-        }
+        out = {"photo": photo.float().div_(127.5).sub_(1.0), "label": label, "key": batch["key"],
+               "seg_key": batch["seg_key"]}  # fmt: skip
+        if self.coloured:
+            out["seg"] = ids_to_seg(label, self.colours)
+        return out
 
     def _gpu_photos(self, batch: dict[str, Any]) -> torch.Tensor:
         """nvJPEG decodes the whole batch at once; resize and crop then run on the GPU too."""
