@@ -36,9 +36,9 @@ class ModelConfig:
     gumbel_temperature: float = 1.0
     """classes mode: temperature of the softmax whose gradient the straight-through sample passes back
     (what D_seg and F see of G's logits is one-hot in the forward pass)."""
-    gumbel_noise: float = 1.0
+    gumbel_noise: float = 0.0
     """classes mode: scale of the Gumbel noise added to G's logits before the one-hot sample: 1 is the
-    Gumbel-softmax sample, 0 the straight-through argmax (deterministic)."""
+    Gumbel-softmax sample, 0 the straight-through argmax (deterministic; better in the README's measurement)."""
 
 
 @dataclass

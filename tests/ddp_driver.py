@@ -60,9 +60,9 @@ def build_loader(cfg, **kwargs):
 real_export = cyclegan.checkpoint.export_network
 
 
-def export_network(model, role, path, epoch):
+def export_network(model, role, path, epoch, **kwargs):
     exports.append(str(path))
-    return real_export(model, role, path, epoch)
+    return real_export(model, role, path, epoch, **kwargs)
 
 
 real_close = cyclegan.train.Trainer.close

@@ -19,6 +19,7 @@ from cyclegan.checkpoint import (
 )
 from cyclegan.models import Discriminator, Generator
 from cyclegan.scheduler import ReplayBuffer
+from cyclegan.seg_encoding import mode_of_export
 from cyclegan.state import PER_RANK, TrainState
 
 
@@ -36,11 +37,18 @@ def test_export_loads_without_config(tmp_path):
     gen = Generator(n_residual_blocks=1, ngf=8)
     path = export_network(gen, "real2seg", tmp_path / "real2seg_gen_3.pt", epoch=3)
     raw = torch.load(path, weights_only=True)  # plain data only
-    assert raw["arch"] == {"in_channels": 3, "out_channels": 3, "n_residual_blocks": 1, "ngf": 8}
+    assert raw["arch"] == {"in_channels": 3, "out_channels": 3, "n_residual_blocks": 1, "ngf": 8,
+                           "embed_channels": 0, "head": "tanh"}  # fmt: skip
+    assert raw["seg_mode"] == "rgb"
     model, meta = load_network(path, kind="generator")
     assert (meta["role"], meta["input"], meta["output"], meta["epoch"]) == ("real2seg", "photo", "seg", 3)
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(model(x), gen.eval()(x))
+    # A file written before classes mode existed: no seg_mode, no embed_channels/head; it loads as rgb.
+    del raw["seg_mode"], raw["arch"]["embed_channels"], raw["arch"]["head"]
+    torch.save(raw, tmp_path / "old.pt")
+    old, old_meta = load_network(tmp_path / "old.pt", kind="generator")
+    assert torch.equal(old(x), gen(x)) and mode_of_export(old_meta) == "rgb"
 
 
 def test_wrong_kind_and_foreign_files_are_refused(tmp_path):

@@ -99,13 +99,19 @@ def test_folder_glob_batches_and_output_size(generators, tmp_path, capsys):
     assert len(list((tmp_path / "native").iterdir())) == 6
 
 
-def test_seg_to_photo_takes_ids_or_colours(generators, tmp_path, capsys):
+def write_map_inputs(directory: Path) -> np.ndarray:
+    """One label map three ways: a class-id PNG, a palette PNG and a colour map off by up to 20 per channel."""
     labels = block_labels(32, 48, seed=2, classes=(0, HIGH_CLASS, LOW_CLASS))
     colours = TRAIN_PALETTE[torch.from_numpy(labels).long()].numpy().astype(np.int16)
     noisy = np.clip(colours + np.random.default_rng(0).integers(-20, 21, colours.shape), 0, 255).astype(np.uint8)
-    save(labels, tmp_path / "in" / "ids.png")
-    save(labels, tmp_path / "in" / "pal.png", mode="P")
-    save(noisy, tmp_path / "in" / "colours.png")
+    save(labels, directory / "ids.png")
+    save(labels, directory / "pal.png", mode="P")
+    save(noisy, directory / "colours.png")
+    return labels
+
+
+def test_seg_to_photo_takes_ids_or_colours(generators, tmp_path, capsys):
+    labels = write_map_inputs(tmp_path / "in")
     code, _, _ = run_cli(
         ["--input", tmp_path / "in", "--generator", generators[1], "--output-dir", tmp_path / "out"]
         + ["--width", 48, "--height", 32],
@@ -139,12 +145,7 @@ def test_classes_mode_photo_to_seg_writes_the_argmax(class_generators, tmp_path,
 
 def test_classes_mode_seg_to_photo_takes_ids_or_colours(class_generators, tmp_path, capsys):
     """Class-id PNGs, palette PNGs and (noisy) colour maps all become one-hot class maps."""
-    labels = block_labels(32, 48, seed=2, classes=(0, HIGH_CLASS, LOW_CLASS))
-    colours = TRAIN_PALETTE[torch.from_numpy(labels).long()].numpy().astype(np.int16)
-    noisy = np.clip(colours + np.random.default_rng(0).integers(-20, 21, colours.shape), 0, 255).astype(np.uint8)
-    save(labels, tmp_path / "in" / "ids.png")
-    save(labels, tmp_path / "in" / "pal.png", mode="P")
-    save(noisy, tmp_path / "in" / "colours.png")
+    labels = write_map_inputs(tmp_path / "in")
     code, out, _ = run_cli(
         ["--input", tmp_path / "in", "--generator", class_generators[1], "--output-dir", tmp_path / "out"]
         + ["--width", 48, "--height", 32, "--channels", 1],

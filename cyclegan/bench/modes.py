@@ -1,6 +1,6 @@
 """``cyclegan-bench modes``: how well each segmentation mode translates, at the same training budget.
 
-    cyclegan-bench modes --json modes.json                  # the README's table (CPU, about 25 min on 2 cores)
+    cyclegan-bench modes --json modes.json                  # four rows; CPU tens of minutes on 2 cores
     cyclegan-bench modes --rows classes --train-args "--model.gumbel_temperature 0.5"
 
 Makes one synthetic ADE20K set (the demo's kind of scene, more of it), shards it, and trains one
@@ -140,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser, positive: Any) -> None:
     p.add_argument("--rows", type=_rows, default=list(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--images", type=positive, default=256, help="synthetic training images")
     p.add_argument("--val-images", type=positive, default=32, help="synthetic validation images")
-    p.add_argument("--epochs", type=positive, default=8, help="training epochs of every row")
+    p.add_argument("--epochs", type=positive, default=4, help="training epochs of every row (4: 256 steps)")
     p.add_argument("--lambda-paired", type=float, default=1.0, help="optim.lambda_paired of the paired rows")
     p.add_argument("--train-args", default="", help="more cyclegan-train flags for every row, one quoted string")
     p.add_argument("--out", type=Path, help="keep the data and runs here (default: a temporary folder)")
