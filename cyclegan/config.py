@@ -31,7 +31,7 @@ class ModelConfig:
     """rgb | classes. rgb: G draws the map in the training palette (3 channels through tanh) and
     its colours are decoded to classes by nearest colour. classes: G predicts 151 class logits per
     pixel (0 = unlabeled); F and D_seg read one-hot class maps through a learned 1x1 embedding."""
-    seg_embed: int = 32
+    seg_embed: int = 16
     """classes mode: channels of the 1x1 embedding F and D_seg put in front of their first layer."""
     gumbel_temperature: float = 1.0
     """classes mode: temperature of the softmax whose gradient the straight-through sample passes back

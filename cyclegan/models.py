@@ -6,7 +6,7 @@ generator and 70x70 PatchGAN of the official implementation, so its weights load
 
 Categorical segmentation (``model.seg_mode: classes``) changes only the ends: a network that reads
 one-hot class maps puts a 1x1 embedding (151 -> a few dozen channels) in front of its first layer,
-and the photo -> seg generator ends in a 1x1 conv to 151 logits instead of the 7x7 conv and tanh.
+and the photo -> seg generator ends in a 3x3 conv to 151 logits instead of the 7x7 conv and tanh.
 A 7x7 conv straight from or to 151 channels would cost more than half a generator; these cost a
 few percent of a step (see the README's FLOP figures).
 """
@@ -55,7 +55,7 @@ class Generator(nn.Module):
     """ResNet generator: [embedding] -> encoder (/4) -> ``n_residual_blocks`` -> decoder (x4) -> head.
 
     ``head="tanh"``: a 7x7 conv and tanh, the output in [-1, 1] (photos, palette maps).
-    ``head="logits"``: a 1x1 conv to ``out_channels`` unnormalised class scores.
+    ``head="logits"``: a 3x3 conv to ``out_channels`` unnormalised class scores.
     ``embed_channels`` > 0 puts a 1x1 embedding in front (for one-hot class-map input).
     Input sides must be multiples of 4; the output has the input's size. With the defaults the
     parameter names are the reference implementation's.
@@ -109,7 +109,8 @@ class Generator(nn.Module):
         if head == "tanh":
             layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
         else:
-            layers.append(nn.Conv2d(channels, out_channels, 1))
+            # 3x3, not 1x1: a per-pixel head has no spatial context and scored mIoU 0.20 against 0.62 (README)
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, out_channels, 3)]
         self.decoder = nn.Sequential(*layers)
         init_weights(self)
 

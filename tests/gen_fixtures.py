@@ -63,7 +63,7 @@ def two_colour_generator(high: tuple[int, int, int], low: tuple[int, int, int], 
 def two_class_real2seg() -> Generator:
     """classes mode, photo -> logits: red above the mean -> HIGH_CLASS, else LOW_CLASS (by argmax)."""
     g = _switch(Generator(3, 151, n_residual_blocks=1, ngf=8, head="logits"), channel=0)
-    g.decoder[-1].weight[HIGH_CLASS, 0] = g.decoder[-1].weight[LOW_CLASS, 1] = GAIN
+    g.decoder[-1].weight[HIGH_CLASS, 0, 1, 1] = g.decoder[-1].weight[LOW_CLASS, 1, 1, 1] = GAIN  # centre tap
     return g.eval()
 
 

@@ -67,12 +67,12 @@ def test_residual_block_is_identity_plus_residual():
 
 
 def test_classes_mode_shapes_and_parameter_counts():
-    """G: a 1x1 conv to 151 logits in place of the 7x7 conv to 3 (64*151 + 151 vs 64*3*49 + 3 weights);
+    """G: a 3x3 conv to 151 logits in place of the 7x7 conv to 3 (64*151*9 + 151 vs 64*3*49 + 3 weights);
     F and D_seg: a 151 -> 32 embedding (151*32 + 32) in front of a stem that now reads 32 channels."""
     g = Generator(3, 151, head="logits")
     f = Generator(151, 3, embed_channels=32)
     d = Discriminator(151, embed_channels=32)
-    assert n_params(g) == 11_378_179 - (64 * 3 * 49 + 3) + (64 * 151 + 151) == 11_378_583
+    assert n_params(g) == 11_378_179 - (64 * 3 * 49 + 3) + (64 * 151 * 9 + 151) == 11_455_895
     assert n_params(f) == 11_378_179 + (151 * 32 + 32) + (32 - 3) * 64 * 49 == 11_473_987
     assert n_params(d) == 2_764_737 + (151 * 32 + 32) + (32 - 3) * 64 * 16 == 2_799_297
     tiny = {"n_residual_blocks": 1, "ngf": 8}
