@@ -66,7 +66,6 @@ class RgbEncoding:
     """``model.seg_mode: rgb``: maps are palette colours in [-1, 1] (3 channels)."""
 
     mode = "rgb"
-    channels = 3
     coloured = True
     """Whether the loaders must deliver ``seg`` (the label in the training palette)."""
 
@@ -114,7 +113,6 @@ class ClassEncoding(RgbEncoding):
     """``model.seg_mode: classes``: maps are one-hot class maps (151 channels), G's output logits."""
 
     mode = "classes"
-    channels = NUM_IDS
     coloured = False
 
     def __init__(self, temperature: float = 1.0, noise: float = 1.0) -> None:
