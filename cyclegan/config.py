@@ -10,25 +10,29 @@ resolved tree is validated once, printed by the trainer and saved with each chec
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import difflib
+import re
+from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 
 @dataclass
 class ModelConfig:
+    """model: the networks' widths and how segmentation maps are represented"""
+
     n_residual_blocks: int = 9
     """Residual blocks in each generator's translator (paper: 9 at 256 px)."""
     ngf: int = 64
     """Filters in the generators' first layer."""
     ndf: int = 64
     """Filters in the discriminators' first layer."""
-    seg_mode: str = "rgb"
-    """rgb | classes. rgb: G draws the map in the training palette (3 channels through tanh) and
+    seg_mode: Literal["rgb", "classes"] = "rgb"
+    """rgb: G draws the map in the training palette (3 channels through tanh) and
     its colours are decoded to classes by nearest colour. classes: G predicts 151 class logits per
     pixel (0 = unlabeled); F and D_seg read one-hot class maps through a learned 1x1 embedding."""
     seg_embed: int = 16
@@ -43,14 +47,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """data: the shards, the split, augmentation and batching"""
+
     shards: str = "data/shards"
     """Directory written by cyclegan-shard (holds manifest.json and the tars)."""
     train_split: str = "training"
     """Split trained on."""
     val_split: str = "validation"
     """Split the sample grids and evaluation use."""
-    loader: str = "auto"
-    """auto | dali | torch. auto takes DALI when it imports and runs here."""
+    loader: Literal["auto", "dali", "torch"] = "auto"
+    """Which loader decodes: auto takes DALI when it imports and runs here, else the torchvision one."""
     paired: bool = False
     """False: photos and segmentation maps come from independently shuffled streams
     (the CycleGAN setting). True: photo i and map i are the same image, same crop."""
@@ -70,15 +76,19 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    """optim: Adam, the learning-rate schedule and the loss weights"""
+
     lr: float = 2e-4
     """Adam learning rate of generators and discriminators at the reference batch (see lr_scaling)."""
-    lr_scaling: str = "none"
-    """none | sqrt | linear: at a global batch B (data.batch_size x processes) train with
-    lr * (B / lr_reference_batch) ** (1/2 | 1). sqrt is the square-root rule for Adam."""
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    """At a global batch B (data.batch_size x processes), sqrt trains with lr * (B / lr_reference_batch)
+    ** 0.5 (the square-root rule for Adam), linear with the ratio itself, none with lr as given."""
     lr_reference_batch: int = 1
     """The global batch at which optim.lr is meant (the paper's: 1)."""
     beta1: float = 0.5
+    """Adam beta1 (paper: 0.5, after DCGAN (Radford et al. 2015), which found 0.9 unstable)."""
     beta2: float = 0.999
+    """Adam beta2."""
     epochs: int = 200
     """Total epochs (paper: 100 constant + 100 decaying)."""
     decay_epoch: int = 100
@@ -103,13 +113,15 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """train: outputs, precision, compilation, checkpoints, logging and evaluation"""
+
     out_dir: str = "runs/ade20k"
     """Where generator/discriminator files, sample grids and checkpoints go."""
-    precision: str = "no"
-    """no | bf16 | fp16 autocast (fp16 uses loss scaling)."""
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision (fp16 uses loss scaling)."""
     compile: bool = False
     """torch.compile the four networks."""
-    compile_mode: str = "default"
+    compile_mode: Literal["default", "max-autotune"] = "default"
     """torch.compile mode: default, or max-autotune (searches kernels; slow first steps)."""
     channels_last: bool = False
     """NHWC memory format. Off: InstanceNorm returns NCHW, so every norm layer converts the
@@ -152,16 +164,22 @@ class TrainConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"
-    """online | offline | disabled (disabled never imports wandb)."""
+    """wandb: Weights & Biases tracking"""
+
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    """W&B mode (disabled never imports wandb)."""
     project: str = "cyclegan-ade20k"
+    """W&B project the run is logged to."""
     entity: str = ""
+    """W&B team or user; empty: your default entity."""
     name: str = ""
     """Run name; empty lets W&B choose."""
 
 
 @dataclass
 class Config:
+    """the run"""
+
     seed: int = 0
     """Seeds weights, data order, augmentation and replay buffers."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -171,60 +189,12 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-CHOICES = {
-    "model.seg_mode": ("rgb", "classes"),
-    "data.loader": ("auto", "dali", "torch"),
-    "optim.lr_scaling": ("none", "sqrt", "linear"),
-    "train.precision": ("no", "bf16", "fp16"),
-    "train.compile_mode": ("default", "max-autotune"),
-    "wandb.mode": ("online", "offline", "disabled"),
-}
-
-
 class ConfigError(ValueError):
     """A configuration problem, phrased for the user (file/key and what is wrong)."""
 
 
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    if isinstance(kind, str):  # postponed annotations
-        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is float and not isinstance(value, bool):
-        try:  # YAML 1.1 reads "1e-4" as a string
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
-
-
-def _apply(node: Any, updates: dict[str, Any], prefix: str = "") -> None:
-    names = {f.name: f for f in dataclasses.fields(node)}
-    for name, value in updates.items():
-        key = f"{prefix}{name}"
-        if name not in names:
-            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
-        current = getattr(node, name)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
-            _apply(current, value, f"{key}.")
-        else:
-            setattr(node, name, _coerce(value, names[name].type, key))
-
-
 def validate(cfg: Config) -> Config:
     """Reject settings that cannot work, before any process group or file is touched."""
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) not in allowed:
-            raise ConfigError(f"{key}: must be one of {', '.join(allowed)}")
     positive = {
         "model.n_residual_blocks": cfg.model.n_residual_blocks,
         "model.ngf": cfg.model.ngf,
@@ -287,53 +257,145 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """``['--optim.lr', '1e-4', '--train.compile', 'true']`` -> nested dict of YAML-typed values."""
-    tree: dict[str, Any] = {}
-    it = iter(args)
-    for flag in it:
-        if not flag.startswith("--") or len(flag) < 3:
-            raise ConfigError(f"{flag}: expected --section.key value")
-        key, eq, raw = flag[2:].partition("=")
-        if not eq:
-            raw = next(it, None)
-            if raw is None:
-                raise ConfigError(f"--{key}: missing value")
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw != "" else ""
-    return tree
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- command-line overrides, then validated."""
-    cfg = Config()
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        try:
-            _apply(cfg, data)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-    _apply(cfg, parse_overrides(overrides or []))
-    return validate(cfg)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# --- filling the tree: jsonargparse reads the dataclasses above, their types and docstrings ------
+
+
+def build_parser(prog: str = "cyclegan-train", description: str | None = None) -> ArgumentParser:
+    """``--config FILE`` plus one ``--section.field`` flag per field, help text from the docstrings.
+
+    jsonargparse only reads attribute docstrings with its process-wide setting switched on; it
+    changes nothing but help text. Its own ``--print_config`` is off (it prints before validating):
+    callers that want one print ``to_dict`` of the validated tree. Errors raise instead of exiting,
+    and ``parse_config`` turns them into one line.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    usage = f"{prog} [--config FILE ...] [--section.field VALUE ...] [--help]"
+    parser = ArgumentParser(prog=prog, usage=usage, description=description, exit_on_error=False, print_config=None)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file setting any subset of the fields below "
+                        "(flags after it win); cyclegan-train --print_config writes one")  # fmt: skip
+    parser.add_class_arguments(Config, None)
+    return parser
+
+
+def parse_config(parser: ArgumentParser, argv: list[str]) -> tuple[Namespace, Config]:
+    """Defaults <- ``--config`` files <- flags, type-checked by the parser, then ``validate``d.
+
+    Returns the parser's namespace too, for any flags the caller added beside the config's.
+    Raises ``ConfigError`` with one line naming the key (or the file) and what is wrong.
+    """
+    if problem := _bad_config_file(parser, argv):  # each file on its own, so the error can name it
+        raise ConfigError(problem)
+    try:
+        namespace = parser.parse_args(argv)
+        _check_sections(namespace)
+    except (ArgumentError, ConfigError) as e:
+        raise ConfigError(_one_line(str(e))) from None
+    return namespace, _build(parser, namespace)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """``parse_config`` of ``--config path`` (when given) and ``overrides`` (``["--optim.lr", "1e-4"]``)."""
+    argv = (["--config", str(path)] if path is not None else []) + list(overrides or [])
+    return parse_config(build_parser(), argv)[1]
+
+
 def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a config saved with ``to_dict`` (e.g. from a checkpoint)."""
-    cfg = Config()
-    _apply(cfg, data)
-    return validate(cfg)
+    """Rebuild a config saved with ``to_dict`` (a checkpoint's, ``out_dir/config.yaml``), type-checked
+    and validated like the command line; fields missing from an older save take their defaults."""
+    parser = build_parser()
+    try:
+        namespace = parser.parse_object(data)
+        _check_sections(namespace)
+    except (ArgumentError, ConfigError) as e:
+        raise ConfigError(_one_line(str(e))) from None
+    except TypeError:
+        raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}") from None
+    return _build(parser, namespace)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "seed")
+
+
+def _check_sections(namespace: Namespace) -> None:
+    for name in SECTIONS:  # a YAML "data: 3" is read as the name of a file of data's fields
+        if not isinstance(namespace.get(name), type(namespace)):
+            raise ConfigError(f"{name}: expected a mapping of fields, got {namespace.get(name)!r}")
+
+
+def _build(parser: ArgumentParser, namespace: Namespace) -> Config:
+    built = parser.instantiate(namespace)
+    return validate(Config(seed=built.seed, **{name: built[name] for name in SECTIONS}))
+
+
+def _bad_config_file(parser: ArgumentParser, argv: list[str]) -> str | None:
+    """The first ``--config`` file that does not parse on its own, as ``FILE: what is wrong``. Checked
+    before the whole command line, as a later flag may otherwise hide it (``data: 3``, then ``--data.x``)."""
+    files = [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "--config"]
+    files += [flag.split("=", 1)[1] for flag in argv if flag.startswith("--config=")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            return f"{path}: cannot read config (no such file)"
+        try:
+            _check_sections(parser.parse_args(["--config", name]))
+        except (ArgumentError, ConfigError) as e:
+            return f"{path}: {_one_line(str(e))}"
+    return None
+
+
+_UNKNOWN = [
+    re.compile(r"unrecognized arguments: (?P<key>\S+)"),
+    re.compile(r"Group '(?P<group>[^']+)' does not accept option '(?P<key>[^']+)'"),
+    re.compile(r"Option '(?P<key>[^']+)' is not accepted"),
+    re.compile(r"Key '(?P<key>[^']+)' is not expected"),
+]
+_WRONG_TYPE = re.compile(r'Parser key "(?P<key>[^"]+)":\s*Expected a (?P<kind>.+?)\. Got value: (?P<value>.*)')
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's (often multi-line) error as ``key: what is wrong``, with a suggestion for typos."""
+    if match := _WRONG_TYPE.search(message):
+        kind = match["kind"]
+        if literal := re.fullmatch(r"typing\.Literal\[(.*)\]", kind):
+            kind = "one of " + literal[1].replace("'", "")
+        else:
+            kind = re.sub(r"<class '(\w+)'>", r"\1", kind)
+        return f"{match['key']}: expected {kind}, got {match['value'].strip()!r}"
+    for pattern in _UNKNOWN:
+        if match := pattern.search(message):
+            key = match["key"].split("=", 1)[0]
+            if "group" in match.groupdict():
+                key = f"{match['group']}.{key}"
+            if not key.startswith("--") and pattern is _UNKNOWN[0]:
+                return f"unexpected argument {key!r}: fields are set as --section.field value"
+            key = key.removeprefix("--")
+            close = difflib.get_close_matches(key, list(flatten(to_dict(Config()))), n=1, cutoff=0.6)
+            return f"{key}: unknown key" + (f"; did you mean {close[0]}?" if close else "")
+    if match := re.search(r'Parser key "(?P<key>[^"]+)":\s*Unable to load config \'(?P<value>[^\']*)\'', message):
+        return f"{match['key']}: expected a mapping of fields (or a YAML file of them), got {match['value']!r}"
+    if message.startswith("Unexpected config"):
+        return "the top level must be a mapping of sections (model, data, optim, ...)"
+    if "Problems parsing config" in message:
+        return "invalid YAML (" + message.split(":", 1)[1].strip().splitlines()[0] + ")"
+    if match := re.match(r"argument (\S+): expected one argument", message):
+        return f"{match[1]}: missing value"
+    return " ".join(message.split())

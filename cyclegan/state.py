@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from cyclegan.config import Config, ConfigError, from_dict, to_dict
+from cyclegan.config import Config, ConfigError, flatten, from_dict, to_dict
 from cyclegan.losses import CycleGANModels
 
 PER_RANK = frozenset({"photo_buffer", "seg_buffer", "rng"})
@@ -146,17 +146,6 @@ ALLOWED = (
     "train.dist_timeout_s", "train.eval_every", "train.inception_weights", "train.num_samples", "train.max_steps",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.name",
 )  # fmt: skip
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def check_resume_config(

@@ -7,8 +7,9 @@ Several GPUs on one machine (same code path, Accelerate starts one process per G
 Several machines: launch/slurm.sbatch (one ``accelerate launch`` per node).
 Resume after a stop or preemption (same epoch, step, LR, data position):
     cyclegan-train --config configs/ade20k.yaml --resume auto
-Print the resolved configuration and the plan without training:
-    cyclegan-train --config configs/ade20k.yaml --dry-run
+Every config field, its type, default and meaning: ``cyclegan-train --help``. Print the resolved
+configuration as YAML (which ``--config`` reads back) without training:
+    cyclegan-train --config configs/ade20k.yaml --data.batch_size 8 --print_config
 
 At every epoch's end all processes save the training state into ``train.out_dir/checkpoints/step_N``
 (see ``cyclegan.checkpoint``); then the main process writes ``real2seg_gen_{epoch}.pt``,
@@ -18,7 +19,6 @@ by ``train.export_every``) and ``samples/epoch_{epoch}.png`` into ``train.out_di
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import re
@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -44,7 +44,7 @@ from cyclegan.build import (
     scaled_lr,
     seg_encoding,
 )
-from cyclegan.config import Config, ConfigError, load_config, to_dict
+from cyclegan.config import Config, ConfigError, build_parser, parse_config, to_dict
 from cyclegan.data import LoaderError, build_loader
 from cyclegan.data.catalog import shards_fingerprint
 from cyclegan.evaluate import (
@@ -70,6 +70,15 @@ from cyclegan.state import (
     check_resume_config,
 )
 from cyclegan.step import StepStats
+
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
+
+PROG = "cyclegan-train"
+DESCRIPTION = (
+    "Train the ADE20K photo <-> segmentation CycleGAN. Every field of the config tree is a flag "
+    "(--section.field value), set after any --config files, which set any subset of them."
+)
 
 
 class TrainingError(RuntimeError):
@@ -473,27 +482,27 @@ class Trainer:
             self.logger.finish()
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="cyclegan-train",
-        description="Train the ADE20K photo <-> segmentation CycleGAN. Any config field can be "
-        "overridden as --section.field value (e.g. --optim.lr 1e-4).",
-    )
-    parser.add_argument("--config", type=Path, help="YAML config (see configs/)")
-    parser.add_argument("--resume", help="'auto' or a checkpoint path (same as --train.resume)")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    return parser.parse_known_args(argv)
+def parse_args(argv: list[str] | None) -> tuple[Namespace, Config]:
+    """The config tree's flags (see ``cyclegan.config``) plus the trainer's own few."""
+    parser = build_parser(PROG, description=DESCRIPTION)
+    parser.add_argument("--resume", help="'auto' or a checkpoint path (sets train.resume)")
+    parser.add_argument("--print_config", "--dry-run", action="store_true",
+                        help="print the validated config as YAML (--config reads it back) and exit")  # fmt: skip
+    args, cfg = parse_config(parser, sys.argv[1:] if argv is None else argv)
+    if args.resume:
+        cfg.train.resume = args.resume
+    return args, cfg
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv)
-    if args.resume:
-        overrides += ["--train.resume", args.resume]
     try:
-        cfg = load_config(args.config, overrides)
+        args, cfg = parse_args(argv)
     except ConfigError as e:
-        print(f"cyclegan-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", flush=True)
+        return 0
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
@@ -503,8 +512,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True  # fixed crop size: autotuned conv algorithms pay off
     if accelerator.is_main_process:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), flush=True)
-    if args.dry_run:
-        return 0
     trainer = None
     try:
         trainer = Trainer(cfg, accelerator)
@@ -513,19 +520,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{outcome}; outputs in {cfg.train.out_dir}", flush=True)
         return 0
     except (TrainingError, ConfigError, LoaderError, checkpoint.CheckpointError) as e:
-        print(f"cyclegan-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
         # gloo's "[.../pair.cc:561] Connection closed by peer [host]:port. This is typically ...": the gist
         reason = re.sub(r"^\[[^\]]*\] ", "", (str(e).splitlines() or [""])[0]).split(". ")[0][:160]
         if isinstance(e, RuntimeError) and is_lost_peer(e):
-            print(f"cyclegan-train: error: process {accelerator.process_index} lost contact with another process "
+            print(f"{PROG}: error: process {accelerator.process_index} lost contact with another process "
                   f"({reason}); the job cannot go on: restart it, and --resume auto continues from the last "
                   "committed checkpoint", file=sys.stderr, flush=True)  # fmt: skip
             return 1
         if trainer is not None and trainer.stop_signal.requested:
             # The signal reached child processes too; torch.compile's C++ compilers die of it, for one.
-            print(f"cyclegan-train: error: stopped by signal, then failed before the state could be saved "
+            print(f"{PROG}: error: stopped by signal, then failed before the state could be saved "
                   f"({type(e).__name__}: {reason}); the last committed checkpoint stands: resume with --resume auto",
                   file=sys.stderr, flush=True)  # fmt: skip
             return 1

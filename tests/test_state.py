@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from cyclegan.config import ConfigError, load_config, to_dict
+from cyclegan.config import ConfigError, flatten, load_config, to_dict
 from cyclegan.scheduler import BufferDealer, ReplayBuffer
-from cyclegan.state import ALLOWED, REFUSED, check_resume_config, flatten
+from cyclegan.state import ALLOWED, REFUSED, check_resume_config
 
 
 def test_every_config_field_is_placed_in_exactly_one_list():
