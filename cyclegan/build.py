@@ -19,23 +19,28 @@ from cyclegan.step import TrainStep
 
 def build_models(cfg: Config, device: torch.device | str = "cpu") -> CycleGANModels:
     """The four networks on ``device``, in the configured memory layout. In classes mode G ends in
-    a 1x1 conv to 151 logits and F and D_seg start with a 1x1 embedding of the one-hot map."""
+    a 3x3 conv to 151 logits and F and D_seg start with a 1x1 embedding of the one-hot map.
+
+    The initial weights are a function of ``cfg.seed`` alone, the same in every process; they are
+    drawn from a forked CPU generator, so the caller's random state is left as it was."""
     m = cfg.model
     blocks = {"n_residual_blocks": m.n_residual_blocks, "ngf": m.ngf}
-    if m.seg_mode == "classes":
-        models = CycleGANModels(
-            real2seg=Generator(3, NUM_IDS, head="logits", **blocks),
-            seg2real=Generator(NUM_IDS, 3, embed_channels=m.seg_embed, **blocks),
-            disc_real=Discriminator(ndf=m.ndf),
-            disc_seg=Discriminator(NUM_IDS, ndf=m.ndf, embed_channels=m.seg_embed),
-        )
-    else:
-        models = CycleGANModels(
-            real2seg=Generator(**blocks),
-            seg2real=Generator(**blocks),
-            disc_real=Discriminator(ndf=m.ndf),
-            disc_seg=Discriminator(ndf=m.ndf),
-        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if m.seg_mode == "classes":
+            models = CycleGANModels(
+                real2seg=Generator(3, NUM_IDS, head="logits", **blocks),
+                seg2real=Generator(NUM_IDS, 3, embed_channels=m.seg_embed, **blocks),
+                disc_real=Discriminator(ndf=m.ndf),
+                disc_seg=Discriminator(NUM_IDS, ndf=m.ndf, embed_channels=m.seg_embed),
+            )
+        else:
+            models = CycleGANModels(
+                real2seg=Generator(**blocks),
+                seg2real=Generator(**blocks),
+                disc_real=Discriminator(ndf=m.ndf),
+                disc_seg=Discriminator(ndf=m.ndf),
+            )
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for model in vars(models).values():
         model.to(device, memory_format=memory_format)

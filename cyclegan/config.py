@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import sys
 from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +258,15 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+
+
+def shipped_config(name: str) -> Path:
+    """``configs/<name>.yaml`` from a source checkout, or from the copy a wheel installs."""
+    for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "cyclegan-ade20k"):
+        path = base / "configs" / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"configs/{name}.yaml not found next to the package or under sys.prefix/share")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from cyclegan.arguments import positive_int
+from cyclegan.config import shipped_config
 from cyclegan.data.shard import main as shard_main
 from cyclegan.data.synthetic import make_synthetic_ade20k
 from cyclegan.generate import main as generate_main
@@ -28,27 +30,16 @@ from cyclegan.generate import main as generate_main
 PROG = "cyclegan-demo"
 
 
-def demo_config() -> Path:
-    """configs/demo.yaml from a source checkout, or from the copy a wheel installs."""
-    for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "cyclegan-ade20k"):
-        path = base / "configs" / "demo.yaml"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("configs/demo.yaml not found next to the package or under sys.prefix/share")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other flag goes to cyclegan-train after configs/demo.yaml, e.g. --train.precision bf16 "
+        "(cyclegan-train --help lists them).",
+    )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default ./demo_out)")
-    parser.add_argument("--images", type=_positive, default=128, help="synthetic training images (default 128)")
-    parser.add_argument("--epochs", type=_positive, help="training epochs (default: configs/demo.yaml)")
+    parser.add_argument("--images", type=positive_int, default=128, help="synthetic training images (default 128)")
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (default: configs/demo.yaml)")
     return parser
 
 
@@ -68,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
 
-    print(f"[3/4] cyclegan-train --config {demo_config()} -> {out / 'run'}", flush=True)
+    config = shipped_config("demo")
+    print(f"[3/4] cyclegan-train --config {config} -> {out / 'run'}", flush=True)
     run = out / "run"
     overrides = ["--data.shards", str(shards), "--train.out_dir", str(run)]
     if args.epochs:
         overrides += ["--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2)]
-    train = [sys.executable, "-m", "cyclegan.train", "--config", str(demo_config()), *overrides, *train_overrides]
+    train = [sys.executable, "-m", "cyclegan.train", "--config", str(config), *overrides, *train_overrides]
     code = subprocess.call(train)
     if code:
         return code

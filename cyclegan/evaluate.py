@@ -1,11 +1,13 @@
 """Score exported generators on ADE20K shards: segmentation scores for photo -> seg; L1, PSNR and
 (with the Inception weights) FID for seg -> photo.
 
-    cyclegan-eval --generator runs/ade20k/real2seg_gen_200.pt \\
-        --shards 'data/shards/validation-{000000..000003}.tar' --json report.json
-    cyclegan-eval --generator runs/ade20k/seg2real_gen_200.pt \\
-        --shards 'data/shards/validation-{000000..000003}.tar' \\
+    cyclegan-eval --generator runs/ade20k/real2seg_gen_200.pt --shards data/shards --json report.json
+    cyclegan-eval --generator runs/ade20k/seg2real_gen_200.pt --shards data/shards --split validation \\
         --inception-weights weights/weights-inception-2015-12-05-6726825d.pth --limit 500
+
+``--shards`` means what it means to ``cyclegan-train``: the folder ``cyclegan-shard --out`` wrote,
+whose manifest lists each split's tars (``--split``, default validation). A tar path or brace
+pattern (``'data/shards/validation-{000000..000003}.tar'``) works too.
 
 photo -> seg (the "FCN-score" columns of the CycleGAN paper, with the shard labels as
 ground truth): per-pixel accuracy, mean class accuracy and mean IoU over the 150 classes.
@@ -46,10 +48,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cyclegan.checkpoint import CheckpointError, load_network, load_trusted
-from cyclegan.generate import InputError, from_uint8, pick_device, to_uint8, translate
+from cyclegan.checkpoint import CheckpointError, load_trusted
+from cyclegan.data.catalog import LABEL, PHOTO, LoaderError, read_split
+from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
 from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from cyclegan.seg_encoding import RgbEncoding, SegEncoding, encoding_for, mode_of_export
+from cyclegan.seg_encoding import RgbEncoding, SegEncoding
 
 if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -268,11 +271,11 @@ def shard_batches(pattern: str | list[str], limit: int | None, keys: list[str]) 
 
     for sample in wds.WebDataset(pattern, shardshuffle=False, empty_check=False):
         where = f"{sample['__url__']}: {sample['__key__']}"
-        if "jpg" not in sample or "label.png" not in sample:
-            raise InputError(f"{where}: sample lacks .jpg or .label.png")
+        if PHOTO not in sample or LABEL not in sample:
+            raise InputError(f"{where}: sample lacks .{PHOTO} or .{LABEL}")
         try:
-            photo = np.array(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
-            label = np.array(Image.open(io.BytesIO(sample["label.png"])))
+            photo = np.array(Image.open(io.BytesIO(sample[PHOTO])).convert("RGB"))
+            label = np.array(Image.open(io.BytesIO(sample[LABEL])))
         except OSError as e:
             raise InputError(f"{where}: cannot decode ({e})") from None
         if label.ndim != 2 or label.max() > NUM_CLASSES:
@@ -317,22 +320,39 @@ def without_nan(value: Any) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--generator", required=True, type=Path, help="real2seg_gen_N.pt or seg2real_gen_N.pt")
-    parser.add_argument("--shards", required=True, help="tar path or brace pattern, e.g. 'DIR/validation-{0..3}.tar'")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
-    parser.add_argument("--json", type=Path, help="also write the report here")
-    parser.add_argument("--inception-weights", type=Path, help=f"{INCEPTION_FILE}: seg2real also scored by FID")
+    parser.add_argument("--shards", required=True, metavar="DIR|PATTERN",
+                        help="the folder cyclegan-shard wrote (as for cyclegan-train), or a tar path or brace pattern "
+                        "such as 'DIR/validation-{000000..000003}.tar'")  # fmt: skip
+    parser.add_argument("--split", help="split of the folder's manifest to score (default: validation)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the report here (default: print only)")
+    parser.add_argument("--inception-weights", type=Path,
+                        help=f"{INCEPTION_FILE}: seg2real also scored by FID (default: L1 and PSNR only)")  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     return parser
+
+
+def shard_source(shards: str, split: str | None) -> str | list[str]:
+    """``--shards`` as webdataset URLs: a folder's tars of ``split`` from its manifest, else the pattern."""
+    if Path(shards).is_dir():
+        try:
+            return [str(tar) for tar in read_split(shards, split or "validation").tars]
+        except LoaderError as e:
+            raise InputError(str(e)) from None
+    if split is not None:
+        raise InputError(f"--split {split}: only with a shard folder, not a tar path or pattern ({shards})")
+    return shards
 
 
 def run(args: argparse.Namespace) -> int:
     """Score the generator on the shards, print the report, optionally save it as JSON."""
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit: must be >= 1, got {args.limit}")
+    source = shard_source(args.shards, args.split)
+    split = (args.split or "validation") if isinstance(source, list) else None
+    described = f"{args.shards} (split {split})" if split else args.shards
     device = pick_device(args.device)
-    generator, meta = load_network(args.generator, kind="generator")
-    generator.to(device)
-    encoding = encoding_for(mode_of_export(meta))
+    generator, meta, encoding = load_generator(args.generator, device)
     fid = None
     photos = meta["role"] == "seg2real"
     if photos and args.inception_weights is not None:
@@ -340,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     elif photos:
         print(f"{PROG}: note: seg2real is scored by L1 and PSNR here; it is also {INCEPTION_HELP}", file=sys.stderr)
     keys: list[str] = []
-    batches = shard_batches(args.shards, args.limit, keys)
+    batches = shard_batches(source, args.limit, keys)
     try:
         if photos:  # each real label map, in the generator's encoding, against its own photo
             scores = evaluate_photos(generator, batches, device, encoding, fid)
@@ -355,18 +375,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # ids out of range, FID of fewer than two images
         raise InputError(f"{args.shards}: {e}") from None
     if not keys:
-        raise InputError(f"{args.shards}: no samples in the shards")
+        raise InputError(f"{described}: no samples in the shards")
     report = {
         "generator": str(args.generator),
         "role": meta["role"],
         "seg_mode": encoding.mode,
         "epoch": meta["epoch"],
         "shards": args.shards,
+        "split": split,
         "images": len(keys),
         **scores,
     }
     print(f"{PROG}: {args.generator} ({meta['role']}, {encoding.mode} mode, epoch {meta['epoch']}) "
-          f"on {len(keys)} image(s) of {args.shards}")  # fmt: skip
+          f"on {len(keys)} image(s) of {described}")  # fmt: skip
     if not photos:
         report["class_names"] = list(CLASS_NAMES)
         print(format_table(report))

@@ -43,13 +43,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
-from cyclegan.checkpoint import CheckpointError, load_network
+from cyclegan.checkpoint import CheckpointError
+from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
 from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
-from cyclegan.seg_encoding import SegEncoding, encoding_for, mode_of_export
+from cyclegan.seg_encoding import SegEncoding
 
 PROG = "cyclegan-generate"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -58,31 +57,6 @@ PHOTO_MODES = ("RGB", "L", "P", "CMYK", "YCbCr")
 # Segmentation maps: one channel of class ids, or three channels of training colours.
 ID_MODES = ("L", "P", "I", "I;16")
 OUTPUT_SUFFIXES = {"photo": ("_seg.png", "_ids.png"), "seg": ("_photo.png",)}
-
-
-class InputError(ValueError):
-    """An input the user gave that cannot be used, phrased as ``<file>: <what is wrong>``."""
-
-
-def from_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (0..255) -> float in [-1, 1], the generators' domain."""
-    return images.float() / 127.5 - 1.0
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 images (0..255)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def translate(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Run ``generator`` on images of any size: pad to multiples of 4, crop the result back.
-
-    Edge-replicating a few pixels changes the instance-norm statistics far less than
-    resizing would, and keeps every output pixel aligned with its input pixel (and label).
-    """
-    height, width = images.shape[-2:]
-    padded = F.pad(images, (0, -width % 4, 0, -height % 4), mode="replicate")
-    return generator(padded)[..., :height, :width]
 
 
 def round_to_4(value: int, name: str) -> int:
@@ -245,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="model input height; rounded to a multiple of 4 (default 256)",
     )
     parser.add_argument(
-        "--channels", type=int, help="input channels, checked if given: 3 for photos; 1 (ids) or 3 (colours) for maps"
+        "--channels", type=int, help="input channels, checked if given: 3 for photos; 1 (ids) or 3 (colours) for maps "
+        "(default: not checked; each file's own channels are)"
     )
     parser.add_argument(
         "--output-size",
@@ -259,25 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pick_device(name: str | None) -> torch.device:
-    """``--device`` as a torch device, the GPU when none is named and one is present."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available here")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     """Check every input and output up front, then translate in batches."""
     device = pick_device(args.device)
-    generator, meta = load_network(args.generator, kind="generator")
-    generator.to(device)
-    encoding = encoding_for(mode_of_export(meta))
+    generator, meta, encoding = load_generator(args.generator, device)
     domain = meta["input"]
     accepted = (3,) if domain == "photo" else (1, 3)  # a map: class ids, or colours
     if args.channels is not None and args.channels not in accepted:

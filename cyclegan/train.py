@@ -125,7 +125,7 @@ class Trainer:
         self._check_shared_out_dir()
         saved = self._open_resume()  # the config is compared before anything is built or written
 
-        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        torch.manual_seed(cfg.seed)  # the step's random draws (build_models seeds the weights itself)
         self.encoding = seg_encoding(cfg)
         self.raw = build_models(cfg, accelerator.device)
         self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=self.world_size)
@@ -151,47 +151,40 @@ class Trainer:
 
         self.models = prepare_models(accelerator, self.raw, cfg)
         self.step = build_step(accelerator, self.models, (self.opt_g, self.opt_d), self.buffers, cfg)
-        self.loader = build_loader(
-            cfg.data,
-            split=cfg.data.train_split,
-            rank=self.rank,
-            world_size=self.world_size,
-            device=accelerator.device,
-            seed=cfg.seed,
-            train=True,
-            verbose=accelerator.is_main_process,
-            coloured=self.encoding.coloured,
-        )
-        if self.loader.batches_per_epoch < 1:
+        self.loader, self.val_loader, self.fid = self._build_data()
+        self.logger: RunLogger | None = None
+        self.samples: dict[str, Any] | None = None
+        if accelerator.is_main_process:
+            self._start_outputs(resumed=saved is not None)
+
+    def _build_data(self) -> tuple[Any, Any, Any]:
+        """This process's training loader, and with ``train.eval_every`` its part of the validation
+        split (centre crops) and the FID network."""
+        cfg = self.cfg
+        kwargs = {"rank": self.rank, "world_size": self.world_size, "device": self.acc.device, "seed": cfg.seed,
+                  "coloured": self.encoding.coloured}  # fmt: skip
+        loader = build_loader(cfg.data, split=cfg.data.train_split, train=True, verbose=self.acc.is_main_process,
+                              **kwargs)  # fmt: skip
+        if loader.batches_per_epoch < 1:
             raise TrainingError(
                 f"{cfg.data.shards}: split '{cfg.data.train_split}' is too small for "
                 f"{self.world_size} process(es) x batch {cfg.data.batch_size}"
             )
-        self.val_loader = None
-        self.fid = None
-        if cfg.train.eval_every:
-            # Each process scores its own part of the validation split (centre crops).
-            self.val_loader = build_loader(
-                cfg.data,
-                split=cfg.data.val_split,
-                rank=self.rank,
-                world_size=self.world_size,
-                device=accelerator.device,
-                seed=cfg.seed,
-                train=False,
-                coloured=self.encoding.coloured,
-            )
-            if cfg.train.inception_weights:
-                self.fid = load_fid(cfg.train.inception_weights, accelerator.device)
-        self.logger: RunLogger | None = None
-        self.samples: dict[str, Any] | None = None
-        if accelerator.is_main_process:
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-            self.samples = self._fixed_samples()
-            self.logger = RunLogger(cfg.wandb, to_dict(cfg), self.out_dir, self.wandb.run_id)
-            self.wandb.run_id = self.logger.run_id
-            if saved is not None and self.progress.step_in_epoch == 0 and self.progress.epoch > 0:
-                self._export(self.progress.epoch, only_missing=True)  # a stop may have cut the last export short
+        if not cfg.train.eval_every:
+            return loader, None, None
+        val_loader = build_loader(cfg.data, split=cfg.data.val_split, train=False, **kwargs)
+        fid = load_fid(cfg.train.inception_weights, self.acc.device) if cfg.train.inception_weights else None
+        return loader, val_loader, fid
+
+    def _start_outputs(self, resumed: bool) -> None:
+        """Main process: the run's config file, the fixed sample batch, the tracker; after a resume at an
+        epoch's end, any of that epoch's exports a stop cut short."""
+        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        self.samples = self._fixed_samples()
+        self.logger = RunLogger(self.cfg.wandb, to_dict(self.cfg), self.out_dir, self.wandb.run_id)
+        self.wandb.run_id = self.logger.run_id
+        if resumed and self.progress.step_in_epoch == 0 and self.progress.epoch > 0:
+            self._export(self.progress.epoch, only_missing=True)
 
     # ----------------------------------------------------------------- state
     def _check_shared_out_dir(self) -> None:
@@ -386,63 +379,66 @@ class Trainer:
         """Run until the last epoch, ``train.max_steps`` or a stop signal; say which.
 
         Between two log or check steps nothing here reads a device value: losses, skip counts and
-        the run of non-finite steps accumulate on the device (``StepStats``)."""
-        cfg, acc = self.cfg, self.acc
-        per_epoch = self.loader.batches_per_epoch
-        if acc.is_main_process:
-            print(
-                f"training {cfg.optim.epochs} epochs x {per_epoch} steps on {acc.num_processes} process(es), "
-                f"batch {cfg.data.batch_size} per process, lr {self.opt_g.defaults['lr']:.3g}, "
-                f"{cfg.train.precision} precision, device {acc.device}",
-                flush=True,
-            )
-        stats, p = StepStats(acc.device), self.progress
-        while p.epoch < cfg.optim.epochs:
-            stats.reset_interval()
-            data_time, t_log = 0.0, time.perf_counter()
-            with tqdm(
-                total=per_epoch,
-                initial=p.step_in_epoch,
-                desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
-                disable=not acc.is_main_process,
-                dynamic_ncols=True,
-            ) as bar:  # closed on errors too, so a one-line error starts on a fresh line
-                batches = iter(self.loader.epoch(p.epoch, skip_batches=p.step_in_epoch))
-                while True:
-                    t0 = time.perf_counter()
-                    batch = next(batches, None)
-                    data_time += time.perf_counter() - t0
-                    if batch is None:
-                        break
-                    stats.add(self.step(batch))
-                    p.step_in_epoch += 1
-                    p.global_step += 1
-                    bar.update(1)
-                    if p.global_step % cfg.train.log_every == 0:
-                        metrics = self._metrics(stats, data_time, time.perf_counter() - t_log)
-                        bar.set_postfix_str(format_postfix(metrics))
-                        if self.logger is not None:
-                            self.logger.log(metrics, step=p.global_step)
-                        stats.reset_interval()
-                        data_time, t_log = 0.0, time.perf_counter()
-                    if p.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
-                        if p.step_in_epoch == per_epoch:
-                            break  # the epoch's end saves it as an epoch-end state (resumable on any world size)
-                        self.save_state()
-                        return "stopped by signal; state saved"
-                    if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
-                        self.save_state()
-                        return f"reached train.max_steps={cfg.train.max_steps}"
-                    every = cfg.train.checkpoint_every_steps
-                    if every and p.global_step % every == 0 and p.step_in_epoch < per_epoch:  # the epoch's end saves
-                        self.save_state()
+        the run of non-finite steps accumulate on the device (``StepStats``). A stop that falls on an
+        epoch's last step is saved as that epoch's end (resumable on any number of processes)."""
+        if self.acc.is_main_process:
+            self._print_plan()
+        stats, p = StepStats(self.acc.device), self.progress
+        while p.epoch < self.cfg.optim.epochs:
+            outcome = self._run_epoch(stats)
+            if outcome is not None and p.step_in_epoch < self.loader.batches_per_epoch:
+                self.save_state()
+                return outcome
             self.sched_g.step()
             self.sched_d.step()
             p.epoch += 1
             p.step_in_epoch = 0
             if self.end_of_epoch(p.epoch, stats):
                 return "stopped by signal; state saved"
+            if outcome is not None:
+                return outcome
         return "finished"
+
+    def _print_plan(self) -> None:
+        cfg, acc = self.cfg, self.acc
+        print(f"training {cfg.optim.epochs} epochs x {self.loader.batches_per_epoch} steps on {acc.num_processes} "
+              f"process(es), batch {cfg.data.batch_size} per process, lr {self.opt_g.defaults['lr']:.3g}, "
+              f"{cfg.train.precision} precision, device {acc.device}", flush=True)  # fmt: skip
+
+    def _run_epoch(self, stats: StepStats) -> str | None:
+        """The rest of the current epoch's steps, with logging, stop checks and step checkpoints.
+        Returns why it ended early (a stop signal, ``train.max_steps``), or None at the epoch's end."""
+        cfg, p, per_epoch = self.cfg, self.progress, self.loader.batches_per_epoch
+        stats.reset_interval()
+        data_time, t_log = 0.0, time.perf_counter()
+        with tqdm(total=per_epoch, initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
+                  disable=not self.acc.is_main_process, dynamic_ncols=True) as bar:  # fmt: skip
+            # (closed on errors too, so a one-line error starts on a fresh line)
+            batches = iter(self.loader.epoch(p.epoch, skip_batches=p.step_in_epoch))
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                data_time += time.perf_counter() - t0
+                if batch is None:
+                    return None
+                stats.add(self.step(batch))
+                p.step_in_epoch += 1
+                p.global_step += 1
+                bar.update(1)
+                if p.global_step % cfg.train.log_every == 0:
+                    metrics = self._metrics(stats, data_time, time.perf_counter() - t_log)
+                    bar.set_postfix_str(format_postfix(metrics))
+                    if self.logger is not None:
+                        self.logger.log(metrics, step=p.global_step)
+                    stats.reset_interval()
+                    data_time, t_log = 0.0, time.perf_counter()
+                if p.global_step % cfg.train.stop_check_every == 0 and self._stop_requested(stats):
+                    return "stopped by signal; state saved"
+                if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
+                    return f"reached train.max_steps={cfg.train.max_steps}"
+                every = cfg.train.checkpoint_every_steps
+                if every and p.global_step % every == 0 and p.step_in_epoch < per_epoch:  # the epoch's end saves
+                    self.save_state()
 
     def _stop_requested(self, stats: StepStats) -> bool:
         """The check step's one sync: has any process been asked to stop, and how long was the

@@ -31,8 +31,8 @@ from cyclegan.evaluate import (
     segmentation_scores,
     tracker_metrics,
 )
-from cyclegan.generate import from_uint8
 from cyclegan.generate import main as generate_main
+from cyclegan.inference import from_uint8
 from cyclegan.models import Discriminator
 
 
@@ -165,6 +165,36 @@ def test_eval_cli_scores_and_json(generators, tmp_path, capsys):
 
     assert evaluate.main(["--generator", str(generators[0]), "--shards", pattern, "--limit", "2"]) == 0
     assert "on 2 image(s)" in capsys.readouterr().out
+
+
+def test_eval_reads_a_shard_folder_like_the_trainer(generators, train_shards, tmp_path, capsys):
+    """--shards takes the folder cyclegan-shard wrote (its manifest's split), and scores exactly what the
+    brace pattern of that split's tars scores."""
+    manifest = json.loads((train_shards / "manifest.json").read_text())
+    stems = [name.removesuffix(".tar") for name in manifest["splits"]["validation"]["shards"]]
+    pattern = f"{train_shards}/{stems[0]}.tar" if len(stems) == 1 else f"{train_shards}/{{{','.join(stems)}}}.tar"
+    reports = []
+    for shards in (["--shards", str(train_shards)], ["--shards", pattern],
+                   ["--shards", str(train_shards), "--split", "training"]):  # fmt: skip
+        path = tmp_path / f"r{len(reports)}.json"
+        assert evaluate.main(["--generator", str(generators[0]), *shards, "--json", str(path)]) == 0
+        reports.append(json.loads(path.read_text()))
+    folder, brace, training = reports
+    assert "(split validation)" in capsys.readouterr().out
+    assert (folder["split"], brace["split"], training["split"]) == ("validation", None, "training")
+    assert folder["images"] == manifest["splits"]["validation"]["samples"] == 4
+    assert training["images"] == manifest["splits"]["training"]["samples"] == 16
+    assert {k: v for k, v in folder.items() if k not in ("shards", "split")} == {
+        k: v for k, v in brace.items() if k not in ("shards", "split")
+    }
+    for args, needle in [
+        (["--shards", str(train_shards), "--split", "test"], "no split 'test' (has: "),
+        (["--shards", str(tmp_path), "--split", "validation"], "manifest.json: not found"),
+        (["--shards", pattern, "--split", "training"], "--split training: only with a shard folder"),
+    ]:
+        assert evaluate.main(["--generator", str(generators[0]), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cyclegan-eval: error: ") and err.count("\n") == 1 and needle in err, err
 
 
 def test_generate_then_eval_round_trip(generators, tmp_path, capsys):

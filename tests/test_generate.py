@@ -19,7 +19,8 @@ from gen_fixtures import (
 from PIL import Image
 
 from cyclegan.checkpoint import CheckpointManager, export_network
-from cyclegan.generate import main, translate
+from cyclegan.generate import main
+from cyclegan.inference import translate
 from cyclegan.models import Discriminator
 from cyclegan.palette import TRAIN_PALETTE
 from cyclegan.state import PER_RANK, TrainState

@@ -103,3 +103,23 @@ def test_classes_mode_costs_at_most_10_percent_more_flops_than_rgb_at_lambda_id_
         flops[mode] = count_flops(config_for(args, setup, None))
     assert flops["rgb"] == 1_287_065_174_016  # 1.287 TFLOP a pair, the figure in the README
     assert 1.0 < flops["classes"] / flops["rgb"] <= 1.10
+
+
+def test_initial_weights_depend_on_the_seed_alone():
+    """Every process builds the same networks from cfg.seed, and building them draws nothing from
+    the caller's random stream."""
+    from cyclegan.build import build_models
+    from cyclegan.config import load_config
+
+    cfg = load_config(None, ["--model.n_residual_blocks", "1", "--model.ngf", "4", "--model.ndf", "4"])
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_models(cfg).real2seg.state_dict()
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(7)
+    again = build_models(cfg).real2seg.state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    cfg.seed = 1
+    other = build_models(cfg).real2seg.state_dict()
+    assert not torch.equal(first["encoder.1.weight"], other["encoder.1.weight"])

@@ -152,7 +152,6 @@ def test_a_tiny_classes_run_learns(shards: Path, tmp_path: Path):
                      "--optim.epochs", "6", "--optim.decay_epoch", "3", "--train.num_samples", "0")  # fmt: skip
     assert main(args) == 0
     cfg = load_config(None, args)
-    torch.manual_seed(cfg.seed)
     untrained = build_models(cfg).real2seg
     trained, meta = checkpoint.load_network(tmp_path / "real2seg_gen_6.pt")
     assert meta["seg_mode"] == "classes" and meta["arch"]["head"] == "logits"

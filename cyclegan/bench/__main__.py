@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from cyclegan.arguments import HelpFormatter
+from cyclegan.arguments import non_negative_int as non_negative
+from cyclegan.arguments import positive_int as positive
 from cyclegan.bench import loader, modes, train
 from cyclegan.bench.report import print_table, write_json
 from cyclegan.data import LoaderError
 
 PROG = "cyclegan-bench"
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for counts: a bad value is argparse's one-line usage error (exit 2)."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
-    return parse
-
-
-positive = _int_at_least(1)
-non_negative = _int_at_least(0)
 
 
 def _loader_list(text: str) -> list[str]:
@@ -45,7 +30,7 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
     import torch
 
     p = commands.add_parser("loader", help="input pipeline throughput (pairs/s)", description=loader.__doc__,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                            formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--shards", type=Path, help="cyclegan-shard output (default: synthetic ADE20K-like shards)")
     p.add_argument("--split", default="training", help="split to read")
     p.add_argument("--images", type=positive, default=256, help="synthetic images to make without --shards")
@@ -58,7 +43,7 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--paired", action="store_true", help="paired mode (default: unpaired, the CycleGAN setting)")
     p.add_argument("--batches", type=positive, default=60, help="timed batches per loader")
     p.add_argument("--warmup", type=non_negative, default=5, help="untimed batches first")
-    p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     p.set_defaults(func=loader.bench_loader, columns=loader.COLUMNS)
 
 
@@ -72,18 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="training-step throughput, FLOPs and MFU; --ladder for the speed ladder",
         description=train.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     train.add_arguments(p, positive, non_negative)
-    p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     p = commands.add_parser(
         "modes",
         help="translation quality of model.seg_mode rgb vs classes (and paired), same steps",
         description=modes.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     modes.add_arguments(p, positive)
-    p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     return parser
 
 

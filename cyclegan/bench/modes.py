@@ -34,11 +34,10 @@ import torch
 from cyclegan.bench.report import report
 from cyclegan.build import build_models, seg_encoding
 from cyclegan.checkpoint import list_checkpoints, load_network, open_checkpoint
-from cyclegan.config import load_config
+from cyclegan.config import load_config, shipped_config
 from cyclegan.data.catalog import read_split
 from cyclegan.data.shard import main as shard_main
 from cyclegan.data.synthetic import make_synthetic_ade20k
-from cyclegan.demo import demo_config
 from cyclegan.evaluate import evaluate_photos, evaluate_segmentation, shard_batches
 from cyclegan.seg_encoding import encoding_for, mode_of_export
 
@@ -64,8 +63,7 @@ def score(real2seg: torch.nn.Module, seg2real: torch.nn.Module, mode: str, tars:
 
 def untrained(mode: str, overrides: list[str], tars: list[str]) -> dict[str, Any]:
     """The floor: networks of ``mode`` as the trainer initialises them (seed 0), never trained."""
-    cfg = load_config(demo_config(), ["--model.seg_mode", mode, *overrides])
-    torch.manual_seed(cfg.seed)
+    cfg = load_config(shipped_config("demo"), ["--model.seg_mode", mode, *overrides])
     models = build_models(cfg)
     return {"row": f"untrained {mode}", "seg_mode": seg_encoding(cfg).mode, "steps": 0,
             **score(models.real2seg.eval(), models.seg2real.eval(), mode, tars)}  # fmt: skip
@@ -74,7 +72,7 @@ def untrained(mode: str, overrides: list[str], tars: list[str]) -> dict[str, Any
 def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: list[str]) -> dict[str, Any]:
     """Train one row (a subprocess, as a user runs it), then score its last exports."""
     out_dir = runs / row.replace("+", "_")
-    cmd = [sys.executable, "-m", "cyclegan.train", "--config", str(demo_config()),
+    cmd = [sys.executable, "-m", "cyclegan.train", "--config", str(shipped_config("demo")),
            "--data.shards", str(shards), "--train.out_dir", str(out_dir), "--train.resume", "",
            "--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2),
            *row_overrides(row, args.lambda_paired), *shlex.split(args.train_args)]  # fmt: skip
@@ -140,8 +138,9 @@ def add_arguments(p: argparse.ArgumentParser, positive: Any) -> None:
     p.add_argument("--rows", type=_rows, default=list(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--images", type=positive, default=256, help="synthetic training images")
     p.add_argument("--val-images", type=positive, default=32, help="synthetic validation images")
-    p.add_argument("--epochs", type=positive, default=4, help="training epochs of every row (4: 256 steps)")
+    p.add_argument("--epochs", type=positive, default=4, help="training epochs of every row (4 epochs: 256 steps)")
     p.add_argument("--lambda-paired", type=float, default=1.0, help="optim.lambda_paired of the paired rows")
-    p.add_argument("--train-args", default="", help="more cyclegan-train flags for every row, one quoted string")
+    p.add_argument("--train-args", default="",
+                   help="extra cyclegan-train flags for all rows, one string (default: none)")  # fmt: skip
     p.add_argument("--out", type=Path, help="keep the data and runs here (default: a temporary folder)")
     p.set_defaults(func=bench_modes, columns=COLUMNS)

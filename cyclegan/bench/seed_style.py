@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cyclegan.config import DataConfig
 from cyclegan.data.catalog import LABEL, PHOTO, Sample, worker_context
-from cyclegan.data.fallback import read_part
+from cyclegan.data.codecs import read_part
 from cyclegan.palette import TRAIN_PALETTE
 
 

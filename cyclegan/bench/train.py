@@ -194,7 +194,6 @@ def make_step(cfg: Config, setup: StepSetup, device: torch.device) -> TrainStep:
 
     _reset_accelerate()  # each row picks its own precision
     acc = Accelerator(mixed_precision=cfg.train.precision, cpu=device.type == "cpu")
-    torch.manual_seed(0)
     raw = build_models(cfg, acc.device)
     optimizers = build_optimizers(raw, cfg, fused=setup.fused)
     buffers = build_buffers(cfg)

@@ -27,7 +27,7 @@ from cyclegan.data.catalog import (
     ShardLoader,
     epoch_seed,
 )
-from cyclegan.data.fallback import decode_label, decode_photo, read_part
+from cyclegan.data.codecs import decode_label, decode_photo, read_part
 from cyclegan.palette import seg_colours
 
 SHUFFLE_BUFFER = 1024

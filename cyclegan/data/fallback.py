@@ -23,13 +23,12 @@ import queue
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
@@ -43,6 +42,7 @@ from cyclegan.data.catalog import (
     epoch_seed,
     worker_context,
 )
+from cyclegan.data.codecs import decode_label, decode_photo, read_part
 from cyclegan.palette import ids_to_seg, seg_colours
 
 Crop = tuple[float, float, bool]
@@ -51,50 +51,6 @@ Item = tuple[int, int, Crop, Crop]
 """One pair: photo sample number, segmentation sample number, and the crop of each."""
 
 CENTRE: Crop = (0.5, 0.5, False)
-
-# torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec; they still work and
-# are what this loader is for, so the notice would only repeat in every worker.
-warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
-
-
-def read_part(sample: Sample, ext: str, files: dict[Any, BinaryIO]) -> torch.Tensor:
-    """One member's bytes as a uint8 tensor, through a per-process cache of open tars."""
-    offset, size = sample.parts[ext]
-    try:
-        handle = files.get(sample.shard)
-        if handle is None:
-            handle = files[sample.shard] = open(sample.shard, "rb")  # noqa: SIM115 - kept open for the worker's life
-        handle.seek(offset)
-        data = handle.read(size)
-    except OSError as e:
-        raise LoaderError(f"{sample.shard}: cannot read ({e.strerror or e})") from None
-    if len(data) != size:
-        raise CorruptSampleError(f"{sample.where()}: .{ext} is cut short ({len(data)} of {size} bytes)")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
-
-
-def decode_photo(sample: Sample, data: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """JPEG bytes -> 3 x H x W uint8 RGB, or an error naming the sample."""
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError as e:
-        raise CorruptSampleError(f"{sample.where()}: .{PHOTO} does not decode ({_first_line(e)})") from None
-
-
-def decode_label(sample: Sample, data: torch.Tensor) -> torch.Tensor:
-    """PNG bytes -> 1 x H x W uint8 class ids, or an error naming the sample."""
-    try:
-        label = decode_png(data, mode=ImageReadMode.UNCHANGED)
-    except RuntimeError as e:
-        raise CorruptSampleError(f"{sample.where()}: .{LABEL} does not decode ({_first_line(e)})") from None
-    if label.shape[0] != 1:
-        raise CorruptSampleError(f"{sample.where()}: .{LABEL} has {label.shape[0]} channels, expected 1 (class ids)")
-    return label
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
 
 def resize_crop(image: torch.Tensor, load_size: int, crop_size: int, crop: Crop, nearest: bool) -> torch.Tensor:
     """Short side to ``load_size``, then a ``crop_size`` square at ``crop``, flipped if asked."""

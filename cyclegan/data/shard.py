@@ -66,14 +66,14 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
-from cyclegan.data.catalog import worker_context
+from cyclegan.arguments import positive_int
+from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, worker_context
 from cyclegan.palette import NUM_CLASSES
 
 FORMAT = "cyclegan-shard/1"
 SPLITS = ("training", "validation")
 LAYOUTS = ("scene-parsing", "full")
 JPEG_QUALITY = 95
-MANIFEST = "manifest.json"
 STATE_DIR = ".shard-state"
 IDX_VERSION = "v1.2"  # the index version DALI's wds2idx writes
 
@@ -302,8 +302,8 @@ def encode_sample(source: Source, settings: Settings) -> tuple[dict[str, bytes],
         "scene": source.scene,
     }
     members = {
-        "jpg": data if keep_bytes else _encode(photo, "JPEG", quality=JPEG_QUALITY),
-        "label.png": _encode(label, "PNG"),
+        PHOTO: data if keep_bytes else _encode(photo, "JPEG", quality=JPEG_QUALITY),
+        LABEL: _encode(label, "PNG"),
         "json": json.dumps(meta, sort_keys=True).encode(),
     }
     return members, np.bincount(np.asarray(label).ravel(), minlength=NUM_CLASSES + 1)
@@ -587,16 +587,6 @@ def _report(manifest: dict, out: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _splits(text: str) -> tuple[str, ...]:
     splits = tuple(s.strip() for s in text.split(","))
     unknown = [s for s in splits if s not in SPLITS]
@@ -619,21 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-map",
         type=Path,
         metavar="FILE",
-        help="full layout: JSON/CSV map of full class ids to the 150",
+        help="full layout: JSON/CSV map of full class ids to the 150 (default: none; the full layout needs one)",
     )
-    add("--short-side", type=_positive, metavar="N", help="resize to N px on the short side (default: keep)")
+    add("--short-side", type=positive_int, metavar="N", help="resize to N px on the short side (default: keep)")
     add(
         "--samples-per-shard",
-        type=_positive,
+        type=positive_int,
         default=500,
         metavar="N",
         help="samples per tar shard (default: %(default)s)",
     )
-    add("--limit", type=_positive, metavar="N", help="shard only the first N shuffled inputs per split")
+    add("--limit", type=positive_int, metavar="N", help="shard the first N shuffled inputs per split (default: all)")
     add("--seed", type=int, default=0, metavar="S", help="shuffle seed (default: %(default)s)")
     add(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes (default: %(default)s, the CPU count)",

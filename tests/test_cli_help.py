@@ -1,0 +1,39 @@
+"""Every command's --help is complete: each option that takes a value says its default (or that it is
+required), and cyclegan-train's config flags come from the config tree (tests/test_config.py)."""
+
+import argparse
+
+import pytest
+
+from cyclegan import demo, evaluate, generate
+from cyclegan.bench import __main__ as bench
+from cyclegan.data import shard
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _parsers(subparser, f"{name} {sub}")
+
+
+PARSERS = [
+    (f"{name}", parser)
+    for prog, build in [("cyclegan-shard", shard.build_parser), ("cyclegan-generate", generate.build_parser),
+                        ("cyclegan-eval", evaluate.build_parser), ("cyclegan-demo", demo.build_parser),
+                        ("cyclegan-bench", bench.build_parser)]
+    for name, parser in _parsers(build(), prog)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,parser", PARSERS, ids=[name for name, _ in PARSERS])
+def test_every_option_documents_its_default(name, parser):
+    formatter = parser.formatter_class(prog=name)
+    for action in parser._actions:
+        if action.nargs == 0 or isinstance(action, argparse._SubParsersAction) or action.dest == "help":
+            continue  # flags (off unless given), subcommands, --help
+        assert action.help, f"{name} {action.option_strings}: no help"
+        shown = formatter._expand_help(action)  # with what ArgumentDefaultsHelpFormatter appends
+        assert action.required or "default" in shown, f"{name} {action.option_strings}: help names no default"
+        assert "default: None" not in shown, f"{name} {action.option_strings}: say what happens without it"
