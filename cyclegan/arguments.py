@@ -1,12 +1,14 @@
-"""argparse value types shared by the argparse command lines (shard, bench, demo).
+"""What the argparse command lines (shard, generate, eval, bench, demo) share: value types, the help
+formatter, and the one-line-error entry point.
 
-A value outside the range is argparse's usage error (exit 2) naming the flag, like any other
+A value outside a type's range is argparse's usage error (exit 2) naming the flag, like any other
 malformed flag; ``cyclegan-train`` checks its fields in :mod:`cyclegan.config` instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 
@@ -35,3 +37,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default == "":
             return action.help
         return super()._get_help_string(action)
+
+
+def run_reporting_errors(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                         errors: tuple[type[Exception], ...]) -> int:  # fmt: skip
+    """``run(args)``; one of ``errors`` (a user's input that cannot be used) becomes the single line
+    ``<prog>: error: <what>`` on stderr and exit code 2, as argparse's own errors do."""
+    try:
+        return run(args)
+    except errors as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2

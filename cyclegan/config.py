@@ -196,42 +196,20 @@ class ConfigError(ValueError):
 
 def validate(cfg: Config) -> Config:
     """Reject settings that cannot work, before any process group or file is touched."""
-    positive = {
-        "model.n_residual_blocks": cfg.model.n_residual_blocks,
-        "model.ngf": cfg.model.ngf,
-        "model.ndf": cfg.model.ndf,
-        "model.seg_embed": cfg.model.seg_embed,
-        "data.batch_size": cfg.data.batch_size,
-        "data.crop_size": cfg.data.crop_size,
-        "optim.epochs": cfg.optim.epochs,
-        "optim.lr_reference_batch": cfg.optim.lr_reference_batch,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints,
-        "train.max_nonfinite_steps": cfg.train.max_nonfinite_steps,
-        "train.log_every": cfg.train.log_every,
-        "train.stop_check_every": cfg.train.stop_check_every,
-        "train.export_every": cfg.train.export_every,
-        "train.dist_timeout_s": cfg.train.dist_timeout_s,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {value}")
-    non_negative = {
-        "data.num_workers": cfg.data.num_workers,
-        "data.sample_size": cfg.data.sample_size,
-        "optim.replay_size": cfg.optim.replay_size,
-        "optim.lambda_identity": cfg.optim.lambda_identity,
-        "optim.lambda_cycle": cfg.optim.lambda_cycle,
-        "optim.lambda_cycle_seg": cfg.optim.lambda_cycle_seg,
-        "optim.lambda_paired": cfg.optim.lambda_paired,
-        "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps,
-        "train.eval_every": cfg.train.eval_every,
-        "train.num_samples": cfg.train.num_samples,
-        "train.max_steps": cfg.train.max_steps,
-        "train.keep_exports": cfg.train.keep_exports,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    at_least = {
+        1: ("model.n_residual_blocks", "model.ngf", "model.ndf", "model.seg_embed", "data.batch_size",
+            "data.crop_size", "optim.epochs", "optim.lr_reference_batch", "train.keep_checkpoints",
+            "train.max_nonfinite_steps", "train.log_every", "train.stop_check_every", "train.export_every",
+            "train.dist_timeout_s"),
+        0: ("data.num_workers", "data.sample_size", "optim.replay_size", "optim.lambda_identity",
+            "optim.lambda_cycle", "optim.lambda_cycle_seg", "optim.lambda_paired", "train.checkpoint_every_steps",
+            "train.eval_every", "train.num_samples", "train.max_steps", "train.keep_exports"),
+    }  # fmt: skip
+    for minimum, keys in at_least.items():
+        for key in keys:
+            section, name = key.split(".")
+            if (value := getattr(getattr(cfg, section), name)) < minimum:
+                raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
     if cfg.data.crop_size % 4 or cfg.data.crop_size < 32:
         raise ConfigError(f"data.crop_size: must be a multiple of 4 and >= 32, got {cfg.data.crop_size}")
     if cfg.data.load_size < cfg.data.crop_size:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError, load_trusted
 from cyclegan.data.catalog import LABEL, PHOTO, LoaderError, read_split
 from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
@@ -404,12 +405,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns 0, or 2 after a one-line error."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (InputError, CheckpointError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(PROG, run, build_parser().parse_args(argv), (InputError, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError
 from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
 from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
@@ -272,12 +273,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns 0, or 2 after a one-line error."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (InputError, CheckpointError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(PROG, run, build_parser().parse_args(argv), (InputError, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 import torch
 from train_helpers import (
     REPO,
+    ROLES,
     accelerate_cmd,
     free_port,
     run_group,
@@ -27,7 +28,6 @@ from train_helpers import (
 from cyclegan import checkpoint
 
 pytestmark = pytest.mark.slow
-ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
 
 
 def launch_two(out: Path, record: Path, shards: Path, *extra: str, timeout: float = 300, **env: str):

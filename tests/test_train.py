@@ -11,6 +11,7 @@ import pytest
 import torch
 from train_helpers import (
     REPO,
+    ROLES,
     accelerate_cmd,
     free_port,
     load_export,
@@ -30,7 +31,6 @@ from cyclegan.seg_encoding import ClassEncoding
 from cyclegan.train import main
 
 pytestmark = pytest.mark.slow
-ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
 
 
 def latest(out_dir: Path) -> checkpoint.Saved:

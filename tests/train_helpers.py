@@ -17,6 +17,8 @@ from cyclegan.data.shard import main as shard_main
 from cyclegan.data.synthetic import make_synthetic_ade20k
 
 REPO = Path(__file__).resolve().parents[1]
+ROLES = ("real2seg_gen", "seg2real_gen", "real_disc", "seg_disc")
+"""The four per-epoch export files, by name prefix."""
 
 
 def make_shards(root: Path, n_train: int = 16, n_val: int = 4) -> Path:
