@@ -4,7 +4,12 @@
 #   OUT=gpu_out bash launch/gpu_check.sh
 #
 # Runs from the checkout with PYTHONPATH=. (nothing is installed; torch, torchvision, accelerate,
-# pyyaml, pillow and tqdm are enough: no DALI, webdataset or W&B). In order of priority, each section
+# pyyaml, pillow and tqdm are enough: no DALI, webdataset or W&B). cyclegan-train's command line also
+# needs jsonargparse: where it is missing, wheels in .whl/ (git-ignored; carry it) are installed into
+# /tmp/site first. Fetch them once on any machine with pip:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl jsonargparse==4.53.0 docstring_parser==0.18.0 typeshed_client==2.15.0
+# In order of priority, each section
 # inside what is left of $BUDGET seconds (default 480) and writing its JSON to $OUT as soon as it ends,
 # so a timeout loses only the section that was running:
 #   ladder   cyclegan-bench train --ladder at 256²: rows (a)-(h), the project loader at batch 16
@@ -38,6 +43,14 @@ load=$("$py" -c "print(round($size * 286 / 256))")  # the paper's 286 for 256
 scratch=$(mktemp -d /tmp/cyclegan-gpu-check.XXXXXX)
 deadline=$((SECONDS + ${BUDGET:-480}))
 exec > >(tee "$out/log.txt") 2>&1
+if ! "$py" -c "import jsonargparse, docstring_parser" 2>/dev/null; then
+    if compgen -G ".whl/*.whl" >/dev/null &&
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; then
+        export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    else
+        echo "!! jsonargparse is missing and .whl/ holds no wheels for it: the train section will fail (see the header)"
+    fi
+fi
 
 left() { echo $((deadline - SECONDS)); }
 wanted() { [[ " ${SECTIONS:-ladder grid sync loader train} " == *" $1 "* ]]; }

@@ -150,3 +150,15 @@ def test_lr_scaling_rules(rule, lr):
     assert scaled_lr(cfg, world_size=2) == pytest.approx(lr)
     cfg.optim.lr_reference_batch = 16
     assert scaled_lr(cfg, world_size=2) == pytest.approx(2e-4)
+
+
+def test_only_parsing_needs_jsonargparse():
+    """Exports, generate, eval and the step benchmark build and check configs without it (the GPU
+    host of launch/gpu_check.sh may lack it); only reading a command line or a saved config needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['jsonargparse'] = None\n"
+            "import cyclegan.generate, cyclegan.evaluate, cyclegan.bench.train\n"
+            "from cyclegan.config import Config, validate; validate(Config())")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
