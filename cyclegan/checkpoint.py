@@ -88,9 +88,12 @@ def _atomic_write(path: str | Path, write: Any) -> Path:
     return path
 
 
-def export_network(model: nn.Module, role: str, path: str | Path, epoch: int, seg_mode: str = "rgb") -> Path:
+def export_network(
+    model: nn.Module, role: str, path: str | Path, epoch: int, seg_mode: str = "rgb", weights: str = "raw"
+) -> Path:
     """Write one network as architecture arguments + weights (no pickled code). ``seg_mode`` says
-    how its segmentation maps are encoded (rgb colours or classes), so tools need the file alone."""
+    how its segmentation maps are encoded (rgb colours or classes), so tools need the file alone;
+    ``weights`` whether they are the trained weights (raw) or their moving average (ema)."""
     kind, domain_in, domain_out = ROLES[role]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_save(
@@ -101,6 +104,7 @@ def export_network(model: nn.Module, role: str, path: str | Path, epoch: int, se
             "input": domain_in,
             "output": domain_out,
             "seg_mode": seg_mode,
+            "weights": weights,
             "arch": dict(model.config),
             "epoch": epoch,
             "state_dict": state,
@@ -405,9 +409,12 @@ class CheckpointManager:
         shared = saved.shared()
         for name, part in parts.items():
             if name not in self.per_rank:
-                if name not in shared:
+                if name in shared:
+                    part.load_state_dict(shared[name])
+                elif hasattr(part, "load_absent"):  # a part newer than the checkpoint that can start afresh
+                    part.load_absent()
+                else:
                     raise CheckpointError(f"{saved.path}: has no '{name}' part")
-                part.load_state_dict(shared[name])
         left = [name for name in parts if name in self.per_rank]
         if saved.world_size == self.world_size:
             mine = saved.rank(self.rank)

@@ -161,6 +161,12 @@ class TrainConfig:
     """Validation items drawn in each epoch's sample grid."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs); for smoke tests and benchmarks."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of both generators, updated every step with the warm-up
+    min(decay, (1 + t) / (10 + t)); sample grids, evaluations and exports use it. 0 turns it off."""
+    export_ema: bool = True
+    """With ema_decay > 0: the per-epoch generator exports hold the averaged weights (false: the trained
+    ones). Discriminators are always exported as trained; the training state keeps both."""
 
 
 @dataclass
@@ -231,6 +237,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.gumbel_noise: must be >= 0, got {cfg.model.gumbel_noise}")
     if not cfg.model.gumbel_temperature > 0:
         raise ConfigError(f"model.gumbel_temperature: must be > 0, got {cfg.model.gumbel_temperature}")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must be in [0, 1) (0: off), got {cfg.train.ema_decay}")
     if not (cfg.optim.lr > 0 and 0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
         raise ConfigError("optim: lr must be > 0 and beta1, beta2 in [0, 1)")
     return cfg

@@ -121,7 +121,7 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, Any]:
 
 
 @contextmanager
-def _inference(generator: nn.Module) -> Iterator[None]:
+def evaluating(generator: nn.Module) -> Iterator[None]:
     """Eval mode and no autograd for the duration, then the caller's mode back.
 
     ``no_grad`` rather than ``inference_mode``: results may be all-reduced in place by the
@@ -147,7 +147,7 @@ def accumulate_confusion(
     """
     encoding = encoding or RgbEncoding()
     total = torch.zeros(NUM_IDS, NUM_IDS, dtype=torch.long, device=device)
-    with _inference(generator):
+    with evaluating(generator):
         for batch in batches:
             label = batch["label"].to(device, non_blocking=True)
             pred = encoding.ids(translate(generator, batch["photo"].to(device, non_blocking=True)))
@@ -214,7 +214,7 @@ def accumulate_photo_errors(
     Under data parallelism all-reduce (sum) this before ``photo_scores``."""
     encoding = encoding or RgbEncoding()
     total = torch.zeros(3, dtype=torch.float64, device=device)
-    with _inference(generator):
+    with evaluating(generator):
         for batch in batches:
             real = (batch["photo"].to(device, non_blocking=True).float() + 1) / 2
             maps = encoding.from_ids(batch["label"].to(device, non_blocking=True))

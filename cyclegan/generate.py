@@ -47,9 +47,9 @@ from PIL import Image, UnidentifiedImageError
 
 from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError
-from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
+from cyclegan.inference import InputError, load_translator, pick_device
 from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
-from cyclegan.seg_encoding import SegEncoding
+from cyclegan.seg_encoding import mode_of_export
 
 PROG = "cyclegan-generate"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -137,14 +137,6 @@ def resize(image: torch.Tensor, size: tuple[int, int], ids: bool) -> torch.Tenso
     out = Image.fromarray(array).resize(size, Image.Resampling.NEAREST if ids else Image.Resampling.BICUBIC)
     out = torch.from_numpy(np.asarray(out).copy())
     return out.long() if ids else out.permute(2, 0, 1)
-
-
-def model_input(image: torch.Tensor, domain: str, size: tuple[int, int], encoding: SegEncoding) -> torch.Tensor:
-    """A decoded input at model size: a photo in [-1, 1], or a map resized as ids, then encoded
-    as the generator reads maps (palette colours, or one-hot class maps)."""
-    if domain == "photo":
-        return from_uint8(resize(image, size, ids=False))
-    return encoding.from_ids(resize(image, size, ids=True)[None])[0]
 
 
 def output_paths(inputs: list[Path], domain: str, out_dir: Path, overwrite: bool) -> list[tuple[Path, ...]]:
@@ -238,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Check every input and output up front, then translate in batches."""
     device = pick_device(args.device)
-    generator, meta, encoding = load_generator(args.generator, device)
+    translate, meta = load_translator(args.generator, device)
     domain = meta["input"]
     accepted = (3,) if domain == "photo" else (1, 3)  # a map: class ids, or colours
     if args.channels is not None and args.channels not in accepted:
@@ -261,12 +253,12 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
             decoded = [read_input(path, domain) for path, _ in chunk]
-            batch = torch.stack([model_input(image, domain, model_size, encoding) for image, _ in decoded])
-            results = translate(generator, batch.to(device))
-            outputs = (encoding.ids(results) if domain == "photo" else to_uint8(results)).cpu()
-            for output, (_, size), (_, targets) in zip(outputs, decoded, chunk, strict=True):
+            # uint8 photos or class ids at model size; the translator does the rest (see inference.Translator)
+            batch = torch.stack([resize(image, model_size, ids=domain != "photo") for image, _ in decoded])
+            for output, (_, size), (_, targets) in zip(translate(batch), decoded, chunk, strict=True):
                 save_outputs(output, domain, size if args.output_size == "input" else model_size, targets)
-    print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} ({encoding.mode} mode), "
+    print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} "
+          f"({mode_of_export(meta)} mode{', ONNX' if args.generator.suffix == '.onnx' else ''}), "
           f"into {args.output_dir}")  # fmt: skip
     return 0
 

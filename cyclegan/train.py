@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from torch import nn
 from tqdm import tqdm
 
 from cyclegan import checkpoint
@@ -47,9 +48,11 @@ from cyclegan.build import (
 from cyclegan.config import Config, ConfigError, build_parser, parse_config, to_dict
 from cyclegan.data import LoaderError, build_loader
 from cyclegan.data.catalog import shards_fingerprint
+from cyclegan.ema import GeneratorEMA
 from cyclegan.evaluate import (
     accumulate_confusion,
     accumulate_photo_errors,
+    evaluating,
     fid_score,
     load_fid,
     photo_scores,
@@ -128,6 +131,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the step's random draws (build_models seeds the weights itself)
         self.encoding = seg_encoding(cfg)
         self.raw = build_models(cfg, accelerator.device)
+        self.ema = None
+        if cfg.train.ema_decay:
+            generators = {"real2seg": self.raw.real2seg, "seg2real": self.raw.seg2real}
+            self.ema = GeneratorEMA(generators, cfg.train.ema_decay)
         self.opt_g, self.opt_d = build_optimizers(self.raw, cfg, world_size=self.world_size)
         self.sched_g, self.sched_d = build_schedulers((self.opt_g, self.opt_d), cfg)
         self.buffers = build_buffers(cfg, self.rank)
@@ -136,6 +143,7 @@ class Trainer:
         self.parts: dict[str, Stateful] = {
             "train": self.progress,
             "models": ModelsState(self.raw),
+            **({"ema": self.ema} if self.ema is not None else {}),  # after "models": it may start from them
             "opt_g": OptimizerState(self.opt_g),
             "opt_d": OptimizerState(self.opt_d),
             "sched_g": self.sched_g,
@@ -320,18 +328,27 @@ class Trainer:
             )
         return next(iter(loader.epoch(0)))
 
+    def generators(self) -> tuple[nn.Module, nn.Module]:
+        """(G, F) as sample grids and evaluations use them: the moving averages when train.ema_decay > 0."""
+        if self.ema is not None:
+            return self.ema.averages["real2seg"], self.ema.averages["seg2real"]
+        return self.raw.real2seg, self.raw.seg2real
+
     def _export(self, number: int, only_missing: bool = False) -> None:
         """Write epoch ``number``'s four network files (main process), then thin out older ones:
         the newest epoch and every ``train.export_every``-th are kept (``train.keep_exports`` of those)."""
-        for role, module, suffix in (
-            ("real2seg", self.raw.real2seg, "gen"),
-            ("seg2real", self.raw.seg2real, "gen"),
-            ("real", self.raw.disc_real, "disc"),
-            ("seg", self.raw.disc_seg, "disc"),
+        averaged = self.ema is not None and self.cfg.train.export_ema
+        real2seg, seg2real = self.generators() if averaged else (self.raw.real2seg, self.raw.seg2real)
+        for role, module, suffix, weights in (
+            ("real2seg", real2seg, "gen", "ema" if averaged else "raw"),
+            ("seg2real", seg2real, "gen", "ema" if averaged else "raw"),
+            ("real", self.raw.disc_real, "disc", "raw"),
+            ("seg", self.raw.disc_seg, "disc", "raw"),
         ):
             path = self.out_dir / f"{role}_{suffix}_{number}.pt"
             if not (only_missing and path.is_file()):
-                checkpoint.export_network(module, role, path, epoch=number, seg_mode=self.encoding.mode)
+                checkpoint.export_network(module, role, path, epoch=number, seg_mode=self.encoding.mode,
+                                          weights=weights)  # fmt: skip
         checkpoint.prune_exports(self.out_dir, self.cfg.train.export_every, self.cfg.train.keep_exports)
 
     def end_of_epoch(self, number: int, stats: StepStats) -> bool:
@@ -342,11 +359,9 @@ class Trainer:
         if self.acc.is_main_process:
             self._export(number)
             if self.samples is not None and not stop:
-                self.raw.real2seg.eval()
-                self.raw.seg2real.eval()
-                views = translate_samples(self.raw.real2seg, self.raw.seg2real, self.samples, self.encoding)
-                self.raw.real2seg.train()
-                self.raw.seg2real.train()
+                real2seg, seg2real = self.generators()
+                with evaluating(real2seg), evaluating(seg2real):
+                    views = translate_samples(real2seg, seg2real, self.samples, self.encoding)
                 save_grid(sample_grid(views), self.out_dir / "samples" / f"epoch_{number}.png")
                 self.logger.log_samples(views, self.samples, step=self.progress.global_step)
         if self.val_loader is not None and number % self.cfg.train.eval_every == 0 and not stop:
@@ -356,10 +371,11 @@ class Trainer:
     def evaluate(self, number: int) -> dict[str, float]:
         """Validation scores of the current generators (collective: every process calls it)."""
         device = self.acc.device
-        confusion = accumulate_confusion(self.raw.real2seg, self.val_loader.epoch(0), device, self.encoding)
+        real2seg, seg2real = self.generators()
+        confusion = accumulate_confusion(real2seg, self.val_loader.epoch(0), device, self.encoding)
         if self.fid is not None:
             self.fid.reset()
-        errors = accumulate_photo_errors(self.raw.seg2real, self.val_loader.epoch(0), device, self.encoding, self.fid)
+        errors = accumulate_photo_errors(seg2real, self.val_loader.epoch(0), device, self.encoding, self.fid)
         if self.acc.num_processes > 1:
             confusion = self.acc.reduce(confusion, reduction="sum")
             errors = self.acc.reduce(errors, reduction="sum")
@@ -424,6 +440,8 @@ class Trainer:
                 stats.add(self.step(batch))
                 p.step_in_epoch += 1
                 p.global_step += 1
+                if self.ema is not None:
+                    self.ema.update(p.global_step)
                 bar.update(1)
                 if p.global_step % cfg.train.log_every == 0:
                     metrics = self._metrics(stats, data_time, time.perf_counter() - t_log)

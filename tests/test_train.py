@@ -47,6 +47,7 @@ def test_single_process_outputs(reference_run: Path):
         for role in ROLES:
             model, meta = checkpoint.load_network(reference_run / f"{role}_{epoch}.pt")
             assert meta["epoch"] == epoch
+            assert meta["weights"] == ("ema" if role.endswith("_gen") else "raw")  # train.ema_decay 0.999
         assert (reference_run / "samples" / f"epoch_{epoch}.png").stat().st_size > 0
     final = latest(reference_run)
     assert final.meta["train"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 16}
@@ -74,6 +75,8 @@ def test_resume_from_epoch_checkpoint_is_bit_identical(reference_run: Path, shar
     assert main(tiny_args(shards, tmp_path, "--resume", str(epoch1))) == 0
     for role in ROLES:
         assert same_weights(load_export(tmp_path / f"{role}_2.pt"), load_export(reference_run / f"{role}_2.pt")), role
+    ema, reference_ema = latest(tmp_path).shared()["ema"], latest(reference_run).shared()["ema"]
+    assert all(same_weights(ema[name], reference_ema[name]) for name in ("real2seg", "seg2real"))
     # Epoch 1 was not trained again; its exports, missing here, were written from the checkpoint.
     assert not (tmp_path / "samples" / "epoch_1.png").exists()
     for role in ROLES:

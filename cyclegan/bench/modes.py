@@ -13,7 +13,9 @@ epochs and steps. The rows differ only in what their name says:
     rgb+paired        rgb, data.paired true and optim.lambda_paired --lambda-paired
 
 Each run's last generators are then scored at full resolution on the validation split, as
-``cyclegan-eval`` scores them: photo -> seg pixel accuracy, mean class accuracy and mIoU; seg -> photo
+``cyclegan-eval`` scores them, twice when the exports hold the moving average (``train.ema_decay``,
+on by default): the exported EMA weights, and the trained (raw) weights of the same step from the
+training state. The scores: photo -> seg pixel accuracy, mean class accuracy and mIoU; seg -> photo
 L1 and PSNR against the paired photo. The ``untrained`` rows score freshly initialised networks of
 each mode (the seed's weights), the floor a run has to rise above.
 """
@@ -65,17 +67,19 @@ def untrained(mode: str, overrides: list[str], tars: list[str]) -> dict[str, Any
     """The floor: networks of ``mode`` as the trainer initialises them (seed 0), never trained."""
     cfg = load_config(shipped_config("demo"), ["--model.seg_mode", mode, *overrides])
     models = build_models(cfg)
-    return {"row": f"untrained {mode}", "seg_mode": seg_encoding(cfg).mode, "steps": 0,
+    return {"row": f"untrained {mode}", "weights": "init", "seg_mode": seg_encoding(cfg).mode, "steps": 0,
             **score(models.real2seg.eval(), models.seg2real.eval(), mode, tars)}  # fmt: skip
 
 
-def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: list[str]) -> dict[str, Any]:
-    """Train one row (a subprocess, as a user runs it), then score its last exports."""
+def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: list[str]) -> list[dict[str, Any]]:
+    """Train one row (a subprocess, as a user runs it), then score its last exports and, when those
+    hold the moving average (train.ema_decay > 0), the trained weights of the same step from the
+    training state: raw vs EMA, the same run."""
     out_dir = runs / row.replace("+", "_")
-    cmd = [sys.executable, "-m", "cyclegan.train", "--config", str(shipped_config("demo")),
-           "--data.shards", str(shards), "--train.out_dir", str(out_dir), "--train.resume", "",
-           "--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2),
-           *row_overrides(row, args.lambda_paired), *shlex.split(args.train_args)]  # fmt: skip
+    flags = ["--data.shards", str(shards), "--train.out_dir", str(out_dir), "--train.resume", "",
+             "--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2),
+             *row_overrides(row, args.lambda_paired), *shlex.split(args.train_args)]  # fmt: skip
+    cmd = [sys.executable, "-m", "cyclegan.train", "--config", str(shipped_config("demo")), *flags]
     start = time.perf_counter()
     log = out_dir.with_suffix(".log")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +92,17 @@ def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: 
     last = max(int(p.stem.rsplit("_", 1)[1]) for p in out_dir.glob("real2seg_gen_*.pt"))
     real2seg, meta = load_network(out_dir / f"real2seg_gen_{last}.pt", kind="generator")
     seg2real, _ = load_network(out_dir / f"seg2real_gen_{last}.pt", kind="generator")
-    steps = open_checkpoint(list_checkpoints(out_dir / "checkpoints")[-1]).step
-    return {"row": row, "seg_mode": mode_of_export(meta), "steps": steps, "train_s": seconds,
-            **score(real2seg, seg2real, mode_of_export(meta), tars)}  # fmt: skip
+    mode, weights = mode_of_export(meta), meta.get("weights", "raw")
+    state = open_checkpoint(list_checkpoints(out_dir / "checkpoints")[-1])
+    rows = [{"row": row, "weights": weights, "seg_mode": mode, "steps": state.step, "train_s": seconds,
+             **score(real2seg, seg2real, mode, tars)}]  # fmt: skip
+    if weights == "ema":
+        raw = build_models(load_config(shipped_config("demo"), flags))
+        for name in ("real2seg", "seg2real"):
+            getattr(raw, name).load_state_dict(state.shared()["models"][name])
+        rows.append({**rows[0], "weights": "raw",
+                     **score(raw.real2seg.eval(), raw.seg2real.eval(), mode, tars)})  # fmt: skip
+    return rows
 
 
 def bench_modes(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,13 +120,16 @@ def bench_modes(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(untrained(mode, extra, tars))
             print(f"  untrained {mode}: mIoU {rows[-1]['mean_iou']:.4f}", flush=True)
         for row in args.rows:
-            rows.append(trained(row, args, shards, work / "runs", tars))
-            print(f"  {row}: mIoU {rows[-1]['mean_iou']:.4f} in {rows[-1]['train_s']:.0f} s", flush=True)
+            for result in trained(row, args, shards, work / "runs", tars):
+                rows.append(result)
+                print(f"  {row} ({result['weights']} weights): mIoU {result['mean_iou']:.4f}, photo L1 "
+                      f"{result['photo_l1']:.4f}, {result['train_s']:.0f} s", flush=True)  # fmt: skip
     return report("modes", args, rows)
 
 
 COLUMNS = [
     ("row", "row", ""),
+    ("weights", "weights", ""),
     ("steps", "steps", "d"),
     ("pixel_acc", "pixel acc", ".3f"),
     ("mean_class_acc", "mean class acc", ".3f"),
