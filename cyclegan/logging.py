@@ -14,7 +14,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from cyclegan.config import ConfigError, WandbConfig
-from cyclegan.palette import class_labels, seg_to_ids
+from cyclegan.palette import CLASS_NAMES, class_labels, seg_to_ids
 from cyclegan.seg_encoding import RgbEncoding, SegEncoding
 
 STEP_METRIC = "trainer/step"
@@ -59,6 +59,7 @@ class RunLogger:
 
     def __init__(self, cfg: WandbConfig, config: dict[str, Any], out_dir: Path, run_id: str | None) -> None:
         self.run = None
+        self.log_artifacts = cfg.log_artifacts
         self.metrics_path = out_dir / "metrics.jsonl"
         if cfg.mode == "disabled":
             return
@@ -109,6 +110,26 @@ class RunLogger:
             images.append(self.wandb.Image(photo.permute(1, 2, 0).numpy(), masks=masks, caption=batch["key"][i]))
         grid_image = self.wandb.Image(grid.permute(1, 2, 0).numpy(), caption=" | ".join(GRID_COLUMNS))
         self.run.log({"samples/grid": grid_image, "samples/segmentation": images, STEP_METRIC: step})
+
+    def log_exports(self, paths: list[Path], epoch: int, metadata: dict[str, Any]) -> None:
+        """With ``wandb.log_artifacts``: the epoch's generator files as the next version of this run's
+        model artifact, aliased ``latest`` and ``epoch-N`` (W&B moves ``latest`` to the newest)."""
+        if self.run is None or not self.log_artifacts:
+            return
+        artifact = self.wandb.Artifact(f"generators-{self.run.id}", type="model", metadata={"epoch": epoch, **metadata})
+        for path in paths:
+            artifact.add_file(str(path), name=path.name)
+        self.run.log_artifact(artifact, aliases=["latest", f"epoch-{epoch}"])
+
+    def log_class_iou(self, scores: dict[str, Any], step: int) -> None:
+        """An evaluation's per-class IoU and accuracy as a table with the class names (present classes only)."""
+        if self.run is None:
+            return
+        rows = [[k, name, scores["per_class_iou"][k - 1], scores["per_class_acc"][k - 1], pixels]
+                for k, (name, pixels) in enumerate(zip(CLASS_NAMES, scores["gt_pixels"], strict=True), start=1)
+                if pixels]  # fmt: skip
+        table = self.wandb.Table(columns=["id", "class", "iou", "accuracy", "pixels"], data=rows)
+        self.run.log({"eval/per_class": table, STEP_METRIC: step})
 
     def finish(self) -> None:
         if self.run is not None:

@@ -146,7 +146,7 @@ ALLOWED = (
     "train.dist_timeout_s", "train.eval_every", "train.inception_weights", "train.num_samples", "train.max_steps",
     "train.ema_decay",  # the average is not fed back into training; a change applies from the next step
     "train.export_ema",
-    "wandb.mode", "wandb.project", "wandb.entity", "wandb.name",
+    "wandb.mode", "wandb.project", "wandb.entity", "wandb.name", "wandb.log_artifacts",
 )  # fmt: skip
 
 

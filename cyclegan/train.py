@@ -339,16 +339,19 @@ class Trainer:
         the newest epoch and every ``train.export_every``-th are kept (``train.keep_exports`` of those)."""
         averaged = self.ema is not None and self.cfg.train.export_ema
         real2seg, seg2real = self.generators() if averaged else (self.raw.real2seg, self.raw.seg2real)
-        for role, module, suffix, weights in (
-            ("real2seg", real2seg, "gen", "ema" if averaged else "raw"),
-            ("seg2real", seg2real, "gen", "ema" if averaged else "raw"),
+        weights = "ema" if averaged else "raw"
+        for role, module, suffix, kind in (
+            ("real2seg", real2seg, "gen", weights),
+            ("seg2real", seg2real, "gen", weights),
             ("real", self.raw.disc_real, "disc", "raw"),
             ("seg", self.raw.disc_seg, "disc", "raw"),
         ):
             path = self.out_dir / f"{role}_{suffix}_{number}.pt"
             if not (only_missing and path.is_file()):
                 checkpoint.export_network(module, role, path, epoch=number, seg_mode=self.encoding.mode,
-                                          weights=weights)  # fmt: skip
+                                          weights=kind)  # fmt: skip
+        generators = [self.out_dir / f"{role}_gen_{number}.pt" for role in ("real2seg", "seg2real")]
+        self.logger.log_exports(generators, number, {"seg_mode": self.encoding.mode, "weights": weights})
         checkpoint.prune_exports(self.out_dir, self.cfg.train.export_every, self.cfg.train.keep_exports)
 
     def end_of_epoch(self, number: int, stats: StepStats) -> bool:
@@ -379,7 +382,8 @@ class Trainer:
         if self.acc.num_processes > 1:
             confusion = self.acc.reduce(confusion, reduction="sum")
             errors = self.acc.reduce(errors, reduction="sum")
-        metrics = tracker_metrics(segmentation_scores(confusion))
+        scores = segmentation_scores(confusion)
+        metrics = tracker_metrics(scores)
         metrics.update({f"eval/{k}": v for k, v in photo_scores(errors).items()})
         if self.fid is not None:
             metrics["eval/fid"] = fid_score(self.fid)
@@ -388,6 +392,7 @@ class Trainer:
             summary = ", ".join(f"{k[5:]}={metrics[k]:.4g}" for k in keys if k in metrics)
             tqdm.write(f"epoch {number} validation: {summary}")
             self.logger.log(metrics, step=self.progress.global_step)
+            self.logger.log_class_iou(scores, step=self.progress.global_step)
         return metrics
 
     # ------------------------------------------------------------------ loop

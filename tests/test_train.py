@@ -20,6 +20,7 @@ from train_helpers import (
     subprocess_env,
     tiny_args,
     wandb_history,
+    wandb_records,
 )
 
 from cyclegan import checkpoint
@@ -27,6 +28,7 @@ from cyclegan.build import build_models
 from cyclegan.config import load_config
 from cyclegan.data import build_loader
 from cyclegan.evaluate import evaluate_segmentation
+from cyclegan.palette import CLASS_NAMES
 from cyclegan.seg_encoding import ClassEncoding
 from cyclegan.train import main
 
@@ -178,7 +180,8 @@ def test_wandb_offline_resume_continues_the_run_and_keeps_replayed_rows(shards: 
     proc = run_group([sys.executable, "-m", "cyclegan.train", *first], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     shutil.rmtree(tmp_path / "checkpoints" / "step_000000006")  # preempted before this save
-    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--resume", "auto")
+    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--resume", "auto",
+                     "--wandb.log_artifacts", "true", "--train.eval_every", "1")  # fmt: skip
     proc = run_group([sys.executable, "-m", "cyclegan.train", *more], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resume changes train.max_steps: 6 -> 0" in proc.stdout
@@ -190,6 +193,20 @@ def test_wandb_offline_resume_continues_the_run_and_keeps_replayed_rows(shards: 
     samples = [row["trainer/step"] for row in wandb_history(runs[1]) if "samples/grid/_type" in row]
     assert samples == [8, 16]  # one grid per epoch end
     assert len(list(runs[1].glob("files/media/images/samples/grid_*.png"))) == 2
+    # wandb.log_artifacts: each epoch's generators as a version of one model artifact.
+    artifacts = [r.artifact for r in wandb_records(runs[1]) if r.WhichOneof("record_type") == "artifact"]
+    artifacts = [a for a in artifacts if a.type == "model"]  # (W&B stores tables as artifacts too)
+    assert [sorted(a.aliases) for a in artifacts] == [["epoch-1", "latest"], ["epoch-2", "latest"]]
+    assert len({a.name for a in artifacts}) == 1 and artifacts[0].name.startswith("generators-")
+    for epoch, artifact in enumerate(artifacts, start=1):
+        assert sorted(entry.path for entry in artifact.manifest.contents) == [
+            f"real2seg_gen_{epoch}.pt", f"seg2real_gen_{epoch}.pt"]
+    # train.eval_every 1: a table of per-class IoU with class names at each evaluation.
+    tables = sorted(runs[1].glob("files/media/table/eval/per_class_*.table.json"))
+    assert len(tables) == 2
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["id", "class", "iou", "accuracy", "pixels"]
+    assert all(CLASS_NAMES[row[0] - 1] == row[1] and row[4] > 0 for row in table["data"]) and table["data"]
 
 
 def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

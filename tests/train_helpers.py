@@ -83,15 +83,15 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of an offline W&B run folder, read from its transaction log (run-*.wandb):
+def wandb_records(run_dir: Path) -> list:
+    """The protobuf Records of an offline W&B run folder, read from its transaction log (run-*.wandb):
     a 7-byte header, then LevelDB-style records in 32 KiB blocks, each with a 7-byte header of
-    crc32, length and type (1 whole, 2 first, 3 middle, 4 last piece), holding protobuf Records."""
+    crc32, length and type (1 whole, 2 first, 3 middle, 4 last piece)."""
     from wandb.proto import wandb_internal_pb2
 
     data = next(run_dir.glob("run-*.wandb")).read_bytes()
     assert data[:4] == b":W&B", run_dir
-    rows, pos, pending = [], 7, b""
+    records, pos, pending = [], 7, b""
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
             pos += 32768 - pos % 32768
@@ -102,7 +102,11 @@ def wandb_history(run_dir: Path) -> list[dict]:
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})  # fmt: skip
-    return rows
+            records.append(record)
+    return records
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of an offline W&B run folder."""
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            for record in wandb_records(run_dir) if record.WhichOneof("record_type") == "history"]  # fmt: skip
