@@ -14,7 +14,8 @@ the GPU when there is one:
     cyclegan-generate --input maps/ --generator runs/ade20k/seg2real_gen_200.pt --output-dir out/photos \\
         --output-size model
 
-The direction comes from the generator file. Each input is resized to ``--width`` x
+``--generator`` may also be an ``.onnx`` file written by ``cyclegan-export``: the same flags and
+outputs, run by onnxruntime. The direction comes from the generator file. Each input is resized to ``--width`` x
 ``--height`` (rounded to multiples of 4, which the generator needs) and, with the default
 ``--output-size input``, the result is resized back to the input's size.
 

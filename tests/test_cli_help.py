@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from cyclegan import demo, evaluate, generate
+from cyclegan import demo, evaluate, export, generate
 from cyclegan.bench import __main__ as bench
 from cyclegan.data import shard
 
@@ -22,7 +22,7 @@ PARSERS = [
     (f"{name}", parser)
     for prog, build in [("cyclegan-shard", shard.build_parser), ("cyclegan-generate", generate.build_parser),
                         ("cyclegan-eval", evaluate.build_parser), ("cyclegan-demo", demo.build_parser),
-                        ("cyclegan-bench", bench.build_parser)]
+                        ("cyclegan-bench", bench.build_parser), ("cyclegan-export", export.build_parser)]
     for name, parser in _parsers(build(), prog)
 ]  # fmt: skip
 
