@@ -2,9 +2,12 @@
 
     cyclegan-demo                       # writes everything under ./demo_out
     cyclegan-demo --out /tmp/demo --epochs 2 --images 64
+    cyclegan-demo --layout folders      # the seed project's photo and colour-map folders instead
 
 It makes a small synthetic dataset in the real ADE20K on-disk layout (sky, buildings,
-trees, roads, ... each class with its own colour and texture), shards it with
+trees, roads, ... each class with its own colour and texture), or with ``--layout folders`` as
+the seed project kept it (``images/`` and ``segmented/``: photos and colour maps in the ADE20K
+display palette, paired by file name, plus ``val_images/`` and ``val_segmented/``), shards it with
 cyclegan-shard, trains a small CycleGAN with ``configs/demo.yaml`` through the same
 ``cyclegan-train`` entry point as real runs, then translates the validation photos to
 segmentation maps and the validation label maps to photos with the last epoch's
@@ -24,7 +27,7 @@ from pathlib import Path
 from cyclegan.arguments import positive_int
 from cyclegan.config import shipped_config
 from cyclegan.data.shard import main as shard_main
-from cyclegan.data.synthetic import make_synthetic_ade20k
+from cyclegan.data.synthetic import FOLDER_NAMES, make_synthetic_ade20k
 from cyclegan.generate import main as generate_main
 
 PROG = "cyclegan-demo"
@@ -40,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default ./demo_out)")
     parser.add_argument("--images", type=positive_int, default=128, help="synthetic training images (default 128)")
     parser.add_argument("--epochs", type=positive_int, help="training epochs (default: configs/demo.yaml)")
+    parser.add_argument(
+        "--layout",
+        choices=("scene-parsing", "folders"),
+        default="scene-parsing",
+        help="dataset on disk: the ADE20K SceneParsing release (default), or the seed's two folders of photos "
+        "and colour maps",
+    )
     return parser
 
 
@@ -48,14 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     start = time.perf_counter()
 
-    print(f"[1/4] synthetic ADE20K ({args.images} training + 8 validation images) -> {out / 'ade20k'}", flush=True)
+    print(f"[1/4] synthetic ADE20K, {args.layout} layout ({args.images} training + 8 validation images) -> "
+          f"{out / 'ade20k'}", flush=True)  # fmt: skip
     dataset = make_synthetic_ade20k(
-        out / "ade20k", n_train=args.images, n_val=8, size=(96, 128), size_jitter=0.15, seed=0
+        out / "ade20k", layout=args.layout, n_train=args.images, n_val=8, size=(96, 128), size_jitter=0.15, seed=0
     )
+    if args.layout == "folders":
+        (photos, maps), (val_photos, val_maps) = ([dataset / name for name in FOLDER_NAMES[split]]
+                                                  for split in ("training", "validation"))  # fmt: skip
+        inputs = ["--photos", str(photos), "--segmentations", str(maps),
+                  "--val-photos", str(val_photos), "--val-segmentations", str(val_maps)]  # fmt: skip
+    else:
+        val_photos, val_maps = dataset / "images" / "validation", dataset / "annotations" / "validation"
+        inputs = ["--root", str(dataset)]
 
     print(f"[2/4] cyclegan-shard -> {out / 'shards'}", flush=True)
     shards = out / "shards"
-    code = shard_main(["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"])
+    code = shard_main([*inputs, "--out", str(shards), "--samples-per-shard", "32", "--workers", "2"])
     if code:
         return code
 
@@ -73,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[4/4] cyclegan-generate with epoch {last}'s generators -> {out / 'translated'}", flush=True)
     jobs = (
-        ("real2seg", dataset / "images" / "validation", out / "translated" / "photo2seg"),
-        ("seg2real", dataset / "annotations" / "validation", out / "translated" / "seg2photo"),
+        ("real2seg", val_photos, out / "translated" / "photo2seg"),
+        ("seg2real", val_maps, out / "translated" / "seg2photo"),
     )
-    for role, inputs, target in jobs:
-        code = generate_main(
-            ["--input", str(inputs), "--generator", str(run / f"{role}_gen_{last}.pt"), "--output-dir", str(target)]
-            + ["--width", "128", "--height", "96", "--overwrite"]
-        )
+    for role, source, target in jobs:
+        generator = run / f"{role}_gen_{last}.pt"
+        if args.layout == "folders":  # the seed's own flags, maps in the colours of its segmented/ folder
+            flags = ["--image_file", str(source), "--dir_to_generator", str(generator), "--save_directory",
+                     str(target), "--file_width", "128", "--file_height", "96", "--palette", "ade150"]  # fmt: skip
+        else:
+            flags = ["--input", str(source), "--generator", str(generator), "--output-dir", str(target),
+                     "--width", "128", "--height", "96"]  # fmt: skip
+        code = generate_main([*flags, "--overwrite"])
         if code:
             return code
 

@@ -23,6 +23,9 @@ outputs, run by onnxruntime. The direction comes from the generator file. Each i
   fed back in) and ``<stem>_ids.png`` (8-bit class ids 0..150) side by side.
 * seg -> photo reads a class-id PNG (1 channel, values 0..150) or a coloured map (RGB,
   each pixel decoded to the nearest training-palette colour) and writes ``<stem>_photo.png``.
+* ``--palette ade150`` switches both to the common ADE20K display palette, the colours of a seed
+  user's ``segmented/`` folder: ``_seg.png`` is drawn in it, and coloured input maps are decoded
+  from it as ``cyclegan-shard`` does (JPEG noise snapped; see :mod:`cyclegan.label_maps`).
 
 Both segmentation modes (``model.seg_mode``) work from the file alone, which records its mode:
 a ``classes`` generator's ids are its argmax and its maps are fed in as one-hot class maps; an
@@ -49,7 +52,8 @@ from PIL import Image, UnidentifiedImageError
 from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError
 from cyclegan.inference import InputError, load_translator, pick_device
-from cyclegan.palette import NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
+from cyclegan.label_maps import MapDecoder, NotAMap
+from cyclegan.palette import DISPLAY_PALETTE, NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
 from cyclegan.seg_encoding import mode_of_export
 
 PROG = "cyclegan-generate"
@@ -59,6 +63,7 @@ PHOTO_MODES = ("RGB", "L", "P", "CMYK", "YCbCr")
 # Segmentation maps: one channel of class ids, or three channels of training colours.
 ID_MODES = ("L", "P", "I", "I;16")
 OUTPUT_SUFFIXES = {"photo": ("_seg.png", "_ids.png"), "seg": ("_photo.png",)}
+PALETTES = {"train": TRAIN_PALETTE, "ade150": DISPLAY_PALETTE}
 
 
 def round_to_4(value: int, name: str) -> int:
@@ -113,13 +118,19 @@ def check_mode(path: Path, image: Image.Image, domain: str) -> None:
         raise InputError(f"{path}: has {len(image.getbands())} channels ({image.mode}); {want}")
 
 
-def read_input(path: Path, domain: str) -> tuple[torch.Tensor, tuple[int, int]]:
+def read_input(path: Path, domain: str, palette: str = "train") -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode one checked input -> uint8 RGB photo (3, H, W) or int64 class ids (H, W), and its (W, H)."""
     with open_image(path) as image:
         try:
+            image.load()
+            if domain == "seg" and image.mode == "RGB" and palette == "ade150":
+                ids, _ = MapDecoder("ade150").decode(image)
+                return torch.from_numpy(ids.astype(np.int64)), image.size
             array = np.array(image.convert("RGB") if domain == "photo" else image)
         except (OSError, Image.DecompressionBombError) as e:
             raise InputError(f"{path}: cannot decode image ({e})") from None
+        except NotAMap as e:
+            raise InputError(f"{path}: {e}") from None
         size = image.size
     if domain == "photo":
         return torch.from_numpy(array).permute(2, 0, 1), size
@@ -154,12 +165,14 @@ def output_paths(inputs: list[Path], domain: str, out_dir: Path, overwrite: bool
     return plan
 
 
-def save_outputs(output: torch.Tensor, domain: str, size: tuple[int, int], targets: tuple[Path, ...]) -> None:
+def save_outputs(
+    output: torch.Tensor, domain: str, size: tuple[int, int], targets: tuple[Path, ...], palette: str = "train"
+) -> None:
     """Write one result (class ids (H, W) or a uint8 photo (3, H, W), on the CPU) at ``size`` = (W, H)."""
-    if domain == "photo":  # the map was decoded to ids; draw them in the training palette
+    if domain == "photo":  # the map was decoded to ids; draw them in the chosen palette
         ids = resize(output, size, ids=True)
         seg_path, ids_path = targets
-        Image.fromarray(TRAIN_PALETTE[ids].numpy()).save(seg_path)
+        Image.fromarray(PALETTES[palette][ids].numpy()).save(seg_path)
         Image.fromarray(ids.to(torch.uint8).numpy()).save(ids_path)
     else:
         Image.fromarray(resize(output, size, ids=False).permute(1, 2, 0).numpy()).save(targets[0])
@@ -222,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="input",
         help="input: resize results back to each input's size (default); model: keep width x height",
     )
+    parser.add_argument(
+        "--palette",
+        choices=tuple(PALETTES),
+        default="train",
+        help="colours of maps written (photo -> seg) and of coloured maps read (seg -> photo): train, the "
+        "palette the generators draw in (default), or ade150, the common ADE20K display palette",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
@@ -253,11 +273,11 @@ def run(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
-            decoded = [read_input(path, domain) for path, _ in chunk]
+            decoded = [read_input(path, domain, args.palette) for path, _ in chunk]
             # uint8 photos or class ids at model size; the translator does the rest (see inference.Translator)
             batch = torch.stack([resize(image, model_size, ids=domain != "photo") for image, _ in decoded])
             for output, (_, size), (_, targets) in zip(translate(batch), decoded, chunk, strict=True):
-                save_outputs(output, domain, size if args.output_size == "input" else model_size, targets)
+                save_outputs(output, domain, size if args.output_size == "input" else model_size, targets, args.palette)
     print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} "
           f"({mode_of_export(meta)} mode{', ONNX' if args.generator.suffix == '.onnx' else ''}), "
           f"into {args.output_dir}")  # fmt: skip

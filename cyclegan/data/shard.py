@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -68,18 +69,31 @@ from tqdm import tqdm
 
 from cyclegan.arguments import positive_int
 from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, worker_context
+from cyclegan.label_maps import (
+    DEFAULT_MAX_UNKNOWN,
+    DEFAULT_TOLERANCE,
+    FULL_ID_COUNT,
+    PALETTES,
+    MapDecoder,
+    MapPixels,
+    NotAMap,
+    describe_duplicates,
+    guess_palette,
+)
 from cyclegan.palette import NUM_CLASSES
 
 FORMAT = "cyclegan-shard/1"
 SPLITS = ("training", "validation")
 LAYOUTS = ("scene-parsing", "full")
+FOLDERS = "folders"
+DEFAULT_VAL_FRACTION = 0.05
+AUTO_SAMPLE = 16  # maps --palette auto looks at
 JPEG_QUALITY = 95
 STATE_DIR = ".shard-state"
 IDX_VERSION = "v1.2"  # the index version DALI's wds2idx writes
 
 _PHOTO_SUFFIXES = (".jpg", ".jpeg")
 _SHARD_FILE = re.compile(rf"^({'|'.join(SPLITS)})-\d{{6}}\.(tar|idx)$")
-_FULL_ID_COUNT = (255 // 10 + 1) * 256  # every value R / 10 * 256 + G can take
 _ORIENTATION = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -103,10 +117,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class BadInput(Exception):
     """An input the sharder cannot use: skipped and listed, or fatal with ``--strict``."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, unpaired: bool = False) -> None:
         super().__init__(path, reason)
         self.path = path
         self.reason = reason
+        self.unpaired = unpaired
+        """A photo without a map or a map without a photo (the folders layout counts these)."""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -138,7 +154,7 @@ class Settings:
     layout: str
     out: Path
     short_side: int | None
-    class_lut: np.ndarray | None  # full id -> 150-class id, full layout only
+    decoder: MapDecoder
     strict: bool
 
 
@@ -224,6 +240,62 @@ def _scene_categories(path: Path) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if len(line.split()) == 2)
 
 
+def pair_folders(photos: Path, maps: Path, split: str) -> tuple[list[Source], list[BadInput]]:
+    """The folders layout: photos and segmentation maps in two flat folders, paired by file stem
+    (``a.jpg`` with ``a.png``; any extension PIL reads). Unpaired files, files of other types and
+    stems that name two files on one side are skipped and listed."""
+    photo_files, problems = _images_by_stem(photos, "photo")
+    map_files, map_problems = _images_by_stem(maps, "segmentation map")
+    problems += map_problems
+    sources, seen = [], {}
+    for stem in sorted(photo_files.keys() | map_files.keys()):
+        photo, annotation = photo_files.get(stem), map_files.get(stem)
+        key = stem.replace(".", "_")
+        if annotation is None:
+            problems.append(BadInput(photo, f"no segmentation map named {stem}.* in {maps}", unpaired=True))
+        elif photo is None:
+            problems.append(BadInput(annotation, f"no photo named {stem}.* in {photos}", unpaired=True))
+        elif key in seen:
+            problems.append(BadInput(photo, f"duplicate key {key} (also {seen[key]})"))
+        else:
+            seen[key] = photo
+            sources.append(Source(split, key, photo, annotation, None))
+    return sources, problems
+
+
+def _images_by_stem(folder: Path, what: str) -> tuple[dict[str, Path], list[BadInput]]:
+    if not folder.is_dir():
+        raise ShardError(f"{folder}: no such folder")
+    readable = set(Image.registered_extensions())
+    by_stem: dict[str, list[Path]] = {}
+    problems = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() in readable:
+            by_stem.setdefault(path.stem, []).append(path)
+        else:
+            problems.append(BadInput(path, f"not an image file type ({path.suffix or 'no extension'})"))
+    for stem, paths in by_stem.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            problems += [BadInput(p, f"{len(paths)} {what}s share the stem {stem} ({names})") for p in paths]
+    return {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}, problems
+
+
+def split_off_validation(sources: Sequence[Source], fraction: float, seed: int) -> tuple[list[Source], list[Source]]:
+    """(training, validation): the ``fraction`` of pairs whose keys hash lowest with the seed.
+
+    A pair's side depends on its key, the seed and the pair count only, not on file order or
+    workers; at least one pair lands on each side when ``fraction`` > 0 and there are two."""
+    count = round(fraction * len(sources))
+    if fraction > 0 and len(sources) > 1:
+        count = min(max(count, 1), len(sources) - 1)
+    ranked = sorted(sources, key=lambda s: hashlib.sha256(f"{seed}:{s.key}".encode()).digest())
+    chosen = {s.key for s in ranked[:count]}
+    training = [s for s in sources if s.key not in chosen]
+    validation = [dataclasses.replace(s, split="validation") for s in sources if s.key in chosen]
+    return training, validation
+
+
 def load_class_map(path: Path) -> dict[int, int]:
     """Full-ADE20K class id -> 150-class id, from JSON or two-column CSV (see module docstring)."""
     try:
@@ -243,11 +315,11 @@ def load_class_map(path: Path) -> dict[int, int]:
     bad = [
         f"{full}->{ade}"
         for full, ade in mapping.items()
-        if not 0 <= full < _FULL_ID_COUNT or not 0 <= ade <= NUM_CLASSES
+        if not 0 <= full < FULL_ID_COUNT or not 0 <= ade <= NUM_CLASSES
     ]
     if bad:
         raise ShardError(
-            f"{path}: class map entries out of range (full ids 0..{_FULL_ID_COUNT - 1}, "
+            f"{path}: class map entries out of range (full ids 0..{FULL_ID_COUNT - 1}, "
             f"150-class ids 0..{NUM_CLASSES}): {', '.join(bad[:5])}"
         )
     return mapping
@@ -270,11 +342,12 @@ def plan_split(
 # ---------------------------------------------------------------- one sample
 
 
-def encode_sample(source: Source, settings: Settings) -> tuple[dict[str, bytes], np.ndarray]:
-    """Validate and encode one input: tar members by extension, and its class-pixel counts."""
+def encode_sample(source: Source, settings: Settings) -> tuple[dict[str, bytes], np.ndarray, MapPixels]:
+    """Validate and encode one input: tar members by extension, its class-pixel counts, and what
+    decoding its map did (snapped and unknown pixels)."""
     data = _read(source.photo)
     photo = _decode(source.photo, data, "photo")
-    labels = _labels(source, settings, photo.size)
+    labels, map_pixels = _labels(source, settings, photo.size)
     original_size = photo.size
     try:
         transpose = _TRANSPOSE.get(photo.getexif().get(_ORIENTATION))
@@ -306,7 +379,7 @@ def encode_sample(source: Source, settings: Settings) -> tuple[dict[str, bytes],
         LABEL: _encode(label, "PNG"),
         "json": json.dumps(meta, sort_keys=True).encode(),
     }
-    return members, np.bincount(np.asarray(label).ravel(), minlength=NUM_CLASSES + 1)
+    return members, np.bincount(np.asarray(label).ravel(), minlength=NUM_CLASSES + 1), map_pixels
 
 
 def _read(path: Path) -> bytes:
@@ -330,23 +403,16 @@ def _decode(path: Path, data: bytes, what: str) -> Image.Image:
     return image
 
 
-def _labels(source: Source, settings: Settings, photo_size: tuple[int, int]) -> np.ndarray:
+def _labels(source: Source, settings: Settings, photo_size: tuple[int, int]) -> tuple[np.ndarray, MapPixels]:
     """The annotation as 150-class ids (uint8, H x W), checked against its photo."""
     path = source.annotation
     image = _decode(path, _read(path), "annotation")
     if image.size != photo_size:
         raise BadInput(path, f"annotation size {_wxh(image.size)} differs from photo size {_wxh(photo_size)}")
-    if settings.class_lut is None:
-        if image.mode not in ("L", "P"):
-            raise BadInput(path, f"annotation mode {image.mode} is not 8-bit single-channel")
-        labels = np.asarray(image)
-        if labels.max() > NUM_CLASSES:
-            raise BadInput(path, f"label value {labels.max()} > {NUM_CLASSES}")
-        return labels
-    if image.mode not in ("RGB", "RGBA"):
-        raise BadInput(path, f"_seg.png mode {image.mode} is not RGB")
-    rgb = np.asarray(image.convert("RGB"))
-    return settings.class_lut[(rgb[..., 0] // 10).astype(np.intp) * 256 + rgb[..., 1]]
+    try:
+        return settings.decoder.decode(image)
+    except NotAMap as exc:
+        raise BadInput(path, str(exc)) from None
 
 
 def _short_side_size(size: tuple[int, int], short: int) -> tuple[int, int]:
@@ -379,12 +445,13 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
     tar_path, idx_path = out / f"{job.name}.tar", out / f"{job.name}.idx"
     tmp_tar, tmp_idx = _temp(tar_path), _temp(idx_path)
     class_pixels = np.zeros(NUM_CLASSES + 1, dtype=np.int64)
+    map_pixels = MapPixels()
     skipped, index_lines = [], []
     try:
         with tarfile.open(tmp_tar, "w") as tar:
             for source in job.sources:
                 try:
-                    members, counts = encode_sample(source, job.settings)
+                    members, counts, decoded = encode_sample(source, job.settings)
                 except BadInput as exc:
                     if job.settings.strict:
                         raise
@@ -394,6 +461,7 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
                     " ".join(_add_member(tar, f"{source.key}.{ext}", data) for ext, data in members.items())
                 )
                 class_pixels += counts
+                map_pixels.add(decoded)
         if index_lines:
             tmp_idx.write_text(f"{IDX_VERSION} {len(index_lines)}\n" + "".join(f"{line}\n" for line in index_lines))
             os.replace(tmp_idx, idx_path)
@@ -401,7 +469,8 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
     finally:
         for tmp in (tmp_tar, tmp_idx):
             tmp.unlink(missing_ok=True)
-    marker = {"samples": len(index_lines), "class_pixels": class_pixels.tolist(), "skipped": skipped}
+    marker = {"samples": len(index_lines), "class_pixels": class_pixels.tolist(), "map_pixels": map_pixels.as_dict(),
+              "skipped": skipped}  # fmt: skip
     _write_json(out / STATE_DIR / f"{job.name}.json", marker)
     return job.name, len(job.sources)
 
@@ -495,33 +564,83 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def find_all_sources(args: argparse.Namespace, dataset: Path, layout: str) -> dict[str, tuple[list[Source], list]]:
+    """Split name -> (its inputs in path order, the inputs that cannot be used)."""
+    if layout != FOLDERS:
+        return {split: find_sources(dataset, layout, split) for split in args.splits}
+    training, problems = pair_folders(args.photos, args.segmentations, "training")
+    if args.val_photos is not None:
+        return {
+            "training": (training, problems),
+            "validation": pair_folders(args.val_photos, args.val_segmentations, "validation"),
+        }
+    training, validation = split_off_validation(training, args.val_fraction, args.seed)
+    return {"training": (training, problems), **({"validation": (validation, [])} if validation else {})}
+
+
+def build_decoder(args: argparse.Namespace, layout: str, sources: Sequence[Source]) -> MapDecoder:
+    """How annotations become ids: implied by an ADE20K layout, ``--palette`` for folders (``auto``
+    looks at up to ``AUTO_SAMPLE`` maps spread over ``sources`` and says what it chose)."""
+    lut = None if args.class_map is None else _class_lut(load_class_map(args.class_map))
+    palette = {"scene-parsing": "ids", "full": "full"}.get(layout, args.palette)
+    if palette == "auto":
+        sample = [sources[i * len(sources) // AUTO_SAMPLE] for i in range(min(AUTO_SAMPLE, len(sources)))]
+        images = []
+        for source in sample:
+            try:
+                images.append(_decode(source.annotation, _read(source.annotation), "annotation"))
+            except BadInput:
+                continue  # reported when its shard is written
+        try:
+            palette, evidence = guess_palette(images, lut is not None, args.max_unknown)
+        except NotAMap as exc:
+            raise ShardError(f"{args.segmentations}: {exc}") from None
+        print(f"cyclegan-shard: --palette auto chose {palette} ({evidence})")
+    if palette == "full" and lut is None:
+        raise ShardError(_MISSING_CLASS_MAP)
+    if palette != "full" and lut is not None:
+        raise ShardError(f"--class-map applies to full-release maps only; these are read as {palette}")
+    return MapDecoder(palette, lut, args.snap_tolerance, args.max_unknown)
+
+
 def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
     """Plan every split, write the shards not yet done, then summarise into ``manifest.json``."""
-    lut = None if args.class_map is None else _class_lut(load_class_map(args.class_map))
-    settings = Settings(dataset, layout, args.out, args.short_side, lut, args.strict)
+    found = find_all_sources(args, dataset, layout)
     plans, problems = {}, {}
-    for split in args.splits:
-        sources, problems[split] = find_sources(dataset, layout, split)
+    for split, (sources, problems[split]) in found.items():
         if problems[split] and args.strict:
             raise problems[split][0]
         if not sources:
-            raise ShardError(f"{dataset}: no usable {split} photos")
+            where = dataset if layout != FOLDERS else f"{args.photos} and {args.segmentations}"
+            raise ShardError(f"{where}: no usable {split} photos" + (" with maps" if layout == FOLDERS else ""))
         plans[split] = {
             f"{split}-{i:06d}": tuple(chunk)
             for i, chunk in enumerate(plan_split(sources, split, args.seed, args.limit, args.samples_per_shard))
         }
+    decoder = build_decoder(args, layout, next(iter(found.values()))[0])  # training when sharded
+    settings = Settings(dataset, layout, args.out, args.short_side, decoder, args.strict)
 
+    lut = decoder.class_lut
     options = {
         "layout": layout,
-        "splits": list(args.splits),
+        "splits": list(plans),
         "class_map_sha256": None if lut is None else hashlib.sha256(lut.tobytes()).hexdigest(),
         "short_side": args.short_side,
         "samples_per_shard": args.samples_per_shard,
         "limit": args.limit,
         "seed": args.seed,
     }
+    if layout == FOLDERS:
+        options |= {
+            "palette": decoder.palette,
+            "snap_tolerance": decoder.tolerance,
+            "max_unknown": decoder.max_unknown,
+            "val_fraction": None if args.val_photos is not None else args.val_fraction,
+        }
     planned = "".join(
-        f"{name} {s.key} {s.photo.relative_to(dataset).as_posix()}\n"
+        f"{name} {s.key} {s.photo.relative_to(dataset).as_posix()} {s.annotation.relative_to(dataset).as_posix()}\n"
+        if layout == FOLDERS
+        else f"{name} {s.key} {s.photo.relative_to(dataset).as_posix()}\n"
         for shards in plans.values()
         for name, sources in shards.items()
         for s in sources
@@ -539,11 +658,20 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
         for _, handled in _run_jobs(jobs, args.workers):
             bar.update(handled)
 
+    source = {"dataset": str(dataset), "layout": layout}
+    if layout == FOLDERS:
+        source |= {"photos": str(args.photos), "segmentations": str(args.segmentations), "palette": decoder.palette}
+        if args.val_photos is not None:
+            source |= {"val_photos": str(args.val_photos), "val_segmentations": str(args.val_segmentations)}
+        if decoder.palette == "ade150":
+            source["duplicate_colours"] = describe_duplicates()
     manifest = {
         "format": FORMAT,
         "options": options,
-        "source": {"dataset": str(dataset), "layout": layout},
-        "splits": {split: _split_summary(args.out, list(plans[split]), problems[split]) for split in plans},
+        "source": source,
+        "splits": {
+            split: _split_summary(args.out, list(plans[split]), problems[split], layout == FOLDERS) for split in plans
+        },
     }
     _write_json(args.out / MANIFEST, manifest)
     _report(manifest, args.out)
@@ -552,22 +680,30 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
 
 def _class_lut(mapping: dict[int, int]) -> np.ndarray:
     """Lookup table over every possible full-ADE20K id; unmapped ids give 0 (unlabeled)."""
-    lut = np.zeros(_FULL_ID_COUNT, dtype=np.uint8)
+    lut = np.zeros(FULL_ID_COUNT, dtype=np.uint8)
     lut[list(mapping)] = list(mapping.values())
     return lut
 
 
-def _split_summary(out: Path, names: list[str], problems: list[BadInput]) -> dict:
-    """Manifest entry of one split, from the done markers of its shards."""
+def _split_summary(out: Path, names: list[str], problems: list[BadInput], folders: bool) -> dict:
+    """Manifest entry of one split, from the done markers of its shards. The folders layout also
+    records which files had no partner and what decoding the maps did to their pixels."""
     markers = {name: json.loads((out / STATE_DIR / f"{name}.json").read_text()) for name in names}
     written = {name: marker["samples"] for name, marker in markers.items() if marker["samples"]}
-    return {
+    summary = {
         "shards": [f"{name}.tar" for name in written],
         "shard_samples": list(written.values()),
         "samples": sum(written.values()),
         "class_pixels": np.sum([m["class_pixels"] for m in markers.values()], axis=0).tolist(),
         "skipped": [p.record() for p in problems] + [s for m in markers.values() for s in m["skipped"]],
     }
+    if folders:
+        pixels = MapPixels()
+        for marker in markers.values():
+            pixels.add(MapPixels(**marker["map_pixels"]))
+        summary["map_pixels"] = pixels.as_dict()
+        summary["unpaired"] = [str(p.path) for p in problems if p.unpaired]
+    return summary
 
 
 def _report(manifest: dict, out: Path) -> None:
@@ -575,10 +711,13 @@ def _report(manifest: dict, out: Path) -> None:
     for split, summary in manifest["splits"].items():
         for item in summary["skipped"]:
             print(f"cyclegan-shard: skipped {item['path']}: {item['reason']}", file=sys.stderr)
-        print(
-            f"{split}: written {summary['samples']} in {len(summary['shards'])} shards, "
-            f"skipped {len(summary['skipped'])}"
-        )
+        line = (f"{split}: written {summary['samples']} in {len(summary['shards'])} shards, "
+                f"skipped {len(summary['skipped'])}")  # fmt: skip
+        if summary.get("unpaired"):
+            line += f" ({len(summary['unpaired'])} without a partner)"
+        if manifest["source"].get("palette") == "ade150":
+            line += f"; colour maps: {MapPixels(**summary['map_pixels']).summary()}"
+        print(line)
     written = sum(s["samples"] for s in manifest["splits"].values())
     skipped = sum(len(s["skipped"]) for s in manifest["splits"].values())
     print(f"written {written}, skipped {skipped}; manifest: {out / MANIFEST}")
@@ -595,22 +734,94 @@ def _splits(text: str) -> tuple[str, ...]:
     return splits
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-shard",
-        description="Turn ADE20K into pre-shuffled WebDataset shards, DALI indexes and a manifest.",
+        description="Turn ADE20K, or two folders of photos and segmentation maps, into pre-shuffled "
+        "WebDataset shards, DALI indexes and a manifest.",
     )
     add = parser.add_argument
-    add("--root", type=Path, required=True, metavar="DIR", help="dataset folder, or the folder holding it")
+    add(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="ADE20K layouts: the dataset folder, or the folder holding it (default: none; "
+        "required unless --photos)",
+    )
     add("--out", type=Path, required=True, metavar="DIR", help="output folder for shards and manifest.json")
-    add("--layout", choices=("auto", *LAYOUTS), default="auto", help="ADE20K release layout (default: auto)")
-    add("--splits", type=_splits, default=",".join(SPLITS), help="comma-separated (default: %(default)s)")
+    add(
+        "--layout",
+        choices=("auto", *LAYOUTS, FOLDERS),
+        default="auto",
+        help="ADE20K release layout, or folders (implied by --photos) (default: auto)",
+    )
+    add("--splits", type=_splits, help=f"ADE20K layouts: comma-separated (default: {','.join(SPLITS)})")
     add(
         "--class-map",
         type=Path,
         metavar="FILE",
-        help="full layout: JSON/CSV map of full class ids to the 150 (default: none; the full layout needs one)",
+        help="full-release maps: JSON/CSV map of full class ids to the 150 (default: none; they need one)",
     )
+    folders = parser.add_argument_group(
+        "folders layout", "two flat folders, photos and segmentation maps paired by file stem (a.jpg with a.png)"
+    )
+    add = folders.add_argument
+    add("--photos", type=Path, metavar="DIR", help="folder of photos, any format PIL reads (default: none)")
+    add("--segmentations", type=Path, metavar="DIR", help="folder of segmentation maps, one per photo (default: none)")
+    add(
+        "--val-fraction",
+        type=_fraction,
+        metavar="F",
+        help=f"share of the pairs held out as the validation split, chosen by seeded key hash "
+        f"(default: {DEFAULT_VAL_FRACTION}; 0 = no validation split)",
+    )
+    add("--val-photos", type=Path, metavar="DIR", help="validation photos, instead of --val-fraction (default: none)")
+    add("--val-segmentations", type=Path, metavar="DIR", help="their segmentation maps (default: none)")
+    add(
+        "--palette",
+        choices=("auto", *PALETTES),
+        default="auto",
+        help="how the maps encode classes: ade150 colours (the common ADE20K display palette), full (the full "
+        "release's R/10*256+G, with --class-map), ids (one channel of class ids), or auto: detect from "
+        "a sample of maps and print the choice (default: auto)",
+    )
+    add(
+        "--snap-tolerance",
+        type=_non_negative_float,
+        default=DEFAULT_TOLERANCE,
+        metavar="D",
+        help="ade150: RGB distance within which an off-palette colour (JPEG noise) snaps to a colour present "
+        "in the map (default: %(default)s)",
+    )
+    add(
+        "--max-unknown",
+        type=_fraction,
+        default=DEFAULT_MAX_UNKNOWN,
+        metavar="F",
+        help="ade150: skip a map with more than this share of pixels in no palette colour (default: %(default)s)",
+    )
+    output = parser.add_argument_group("output")
+    add = output.add_argument
     add("--short-side", type=positive_int, metavar="N", help="resize to N px on the short side (default: keep)")
     add(
         "--samples-per-shard",
@@ -620,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples per tar shard (default: %(default)s)",
     )
     add("--limit", type=positive_int, metavar="N", help="shard the first N shuffled inputs per split (default: all)")
-    add("--seed", type=int, default=0, metavar="S", help="shuffle seed (default: %(default)s)")
+    add("--seed", type=int, default=0, metavar="S", help="shuffle and validation hold-out seed (default: %(default)s)")
     add(
         "--workers",
         type=positive_int,
@@ -628,27 +839,75 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes (default: %(default)s, the CPU count)",
     )
-    add("--strict", action="store_true", help="stop at the first bad input with exit code 1")
+    add("--strict", action="store_true", help="stop at the first bad or unpaired input with exit code 1")
     add("--overwrite", action="store_true", help="replace an output made with other options or inputs")
     return parser
+
+
+_FOLDER_FLAGS = ("photos", "segmentations", "val_photos", "val_segmentations", "val_fraction")
+
+
+def _check_folders(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of the folders layout; resolves its folders and the validation fraction."""
+    if args.root is not None or args.splits is not None:
+        parser.error("the folders layout takes --photos and --segmentations (and --val-fraction or --val-photos "
+                     "with --val-segmentations), not --root or --splits")  # fmt: skip
+    if args.photos is None or args.segmentations is None:
+        parser.error("the folders layout needs both --photos DIR and --segmentations DIR")
+    if (args.val_photos is None) != (args.val_segmentations is None):
+        parser.error("--val-photos and --val-segmentations go together")
+    if args.val_photos is not None and args.val_fraction is not None:
+        parser.error("give --val-fraction or --val-photos/--val-segmentations, not both")
+    if args.val_fraction is None:
+        args.val_fraction = DEFAULT_VAL_FRACTION
+    folders = [name for name in _FOLDER_FLAGS[:4] if getattr(args, name) is not None]
+    for name in folders:
+        if not getattr(args, name).is_dir():
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
+        setattr(args, name, getattr(args, name).resolve())
+    if len({getattr(args, name) for name in folders}) < len(folders):
+        parser.error("--photos, --segmentations (and the validation folders) must be different folders")
+    if args.palette == "full" and args.class_map is None:
+        parser.error(_MISSING_CLASS_MAP)
+
+
+def _check_ade20k(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in _FOLDER_FLAGS if getattr(args, name) is not None]
+    if given:
+        parser.error(f"{', '.join(given)}: for --layout folders only")
+    if args.palette != "auto":
+        parser.error("--palette: for --layout folders only (ADE20K layouts imply their encoding)")
+    if args.root is None:
+        parser.error("--root DIR is required (or --photos and --segmentations for the folders layout)")
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such folder")
+    if args.splits is None:
+        args.splits = SPLITS
+    args.root = args.root.resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
     """``cyclegan-shard``: 0 when done, 1 on a bad input (--strict) or dataset/output problem, 2 on usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.root.is_dir():
-        parser.error(f"--root {args.root}: no such folder")
     if args.class_map is not None and not args.class_map.is_file():
         parser.error(f"--class-map {args.class_map}: no such file")
-    args.root, args.out = args.root.resolve(), args.out.resolve()
+    folders = args.layout == FOLDERS or (args.layout == "auto" and args.photos is not None)
+    (_check_folders if folders else _check_ade20k)(parser, args)
+    args.out = args.out.resolve()
     try:
-        layout, dataset = detect_layout(args.root, args.layout)
-        if layout == "full" and args.class_map is None:
-            parser.error(_MISSING_CLASS_MAP)
-        if layout != "full" and args.class_map is not None:
-            parser.error(f"--class-map applies to the full layout only, found {layout} at {dataset}")
-        print(f"cyclegan-shard: {layout} layout at {dataset}")
+        if folders:
+            places = [args.photos, args.segmentations, args.val_photos, args.val_segmentations]
+            dataset = Path(os.path.commonpath([p for p in places if p is not None]))
+            layout = FOLDERS
+            print(f"cyclegan-shard: folders layout, photos {args.photos}, maps {args.segmentations}")
+        else:
+            layout, dataset = detect_layout(args.root, args.layout)
+            if layout == "full" and args.class_map is None:
+                parser.error(_MISSING_CLASS_MAP)
+            if layout != "full" and args.class_map is not None:
+                parser.error(f"--class-map applies to the full layout only, found {layout} at {dataset}")
+            print(f"cyclegan-shard: {layout} layout at {dataset}")
         return shard(args, dataset, layout)
     except (ShardError, BadInput) as exc:
         print(f"cyclegan-shard: error: {exc}", file=sys.stderr)

@@ -9,12 +9,15 @@ gradient, window grids, leafy noise, water ripples), so photo <-> segmentation i
     from cyclegan.data.synthetic import make_synthetic_ade20k
     make_synthetic_ade20k("data/synth", n_train=200, n_val=20, size=(512, 683))
     make_synthetic_ade20k("data/synth", layout="full", n_train=200, n_val=20)
+    make_synthetic_ade20k("data/synth", layout="folders", map_format="jpg")
 
 The same seed gives the same photos and 150-class labels in both layouts. The full layout
 encodes made-up full-ADE20K class ids (``FULL_IDS``) in ``*_seg.png`` and writes the class map
 that ``cyclegan-shard --class-map`` needs as ``<dataset>/ade150_class_map.json``; the traffic
 cone's full id is deliberately left out of it, so it maps to 0 (unlabeled) like any class
-outside the 150.
+outside the 150. The folders layout is the seed project's: flat folders of photos and of colour
+maps in the ADE20K display palette (``FOLDER_NAMES``), paired by file name, the maps as PNG or as
+JPEG (quality 90).
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cyclegan.palette import CLASS_NAMES
+from cyclegan.palette import CLASS_NAMES, DISPLAY_PALETTE
 
 SCENE_PARSING_DIR = "ADEChallengeData2016"
 FULL_DIR = "ADE20K_2021_17_01"
+FOLDERS_DIR = "ade20k_folders"
 CLASS_MAP_FILE = "ade150_class_map.json"
+FOLDER_NAMES = {"training": ("images", "segmented"), "validation": ("val_images", "val_segmented")}
+"""Split -> (photo folder, map folder) of the folders layout."""
+MAP_JPEG_QUALITY = 90
 
 _NAMES = ("sky", "building", "tree", "grass", "road", "mountain", "water", "car")
 CLASSES: dict[str, int] = {name: CLASS_NAMES.index(name) + 1 for name in _NAMES}
@@ -71,18 +78,21 @@ def make_synthetic_ade20k(
     size_jitter: float = 0.0,
     grayscale_every: int = 0,
     seed: int = 0,
+    map_format: str = "png",
 ) -> Path:
     """Write a synthetic dataset under ``root`` and return its dataset folder.
 
     ``size`` is (height, width); with ``size_jitter`` j each side of each image is scaled by
     a random factor in [1 - j, 1 + j], to get the varied sizes of real ADE20K. Every
     ``grayscale_every``-th photo (1-based, 0 = none) is saved as a grayscale JPEG, as a few
-    ADE20K photos are.
+    ADE20K photos are. ``map_format`` (png|jpg) is the folders layout's map file type.
     """
-    if layout not in ("scene-parsing", "full"):
-        raise ValueError(f"layout must be 'scene-parsing' or 'full', got {layout!r}")
+    if layout not in ("scene-parsing", "full", "folders"):
+        raise ValueError(f"layout must be 'scene-parsing', 'full' or 'folders', got {layout!r}")
+    if map_format not in ("png", "jpg"):
+        raise ValueError(f"map_format must be 'png' or 'jpg', got {map_format!r}")
     rng = np.random.default_rng(seed)
-    dataset = Path(root) / (SCENE_PARSING_DIR if layout == "scene-parsing" else FULL_DIR)
+    dataset = Path(root) / {"scene-parsing": SCENE_PARSING_DIR, "full": FULL_DIR, "folders": FOLDERS_DIR}[layout]
     scene_lines = []
     for split, prefix, count in (("training", "ADE_train", n_train), ("validation", "ADE_val", n_val)):
         for number in range(1, count + 1):
@@ -97,13 +107,19 @@ def make_synthetic_ade20k(
                 _save(photo, dataset / "images" / split / f"{stem}.jpg", quality=90)
                 _save(Image.fromarray(labels), dataset / "annotations" / split / f"{stem}.png")
                 scene_lines.append(f"{stem} {scene[1]}\n")
+            elif layout == "folders":
+                photos, maps = (dataset / name for name in FOLDER_NAMES[split])
+                _save(photo, photos / f"{stem}.jpg", quality=90)
+                colours = Image.fromarray(DISPLAY_PALETTE.numpy()[labels])
+                quality = {"quality": MAP_JPEG_QUALITY} if map_format == "jpg" else {}
+                _save(colours, maps / f"{stem}.{map_format}", **quality)
             else:
                 folder = dataset / "images" / "ADE" / split / scene[0] / scene[1]
                 _save(photo, folder / f"{stem}.jpg", quality=90)
                 _save(Image.fromarray(_encode_seg(labels, instances)), folder / f"{stem}_seg.png")
     if layout == "scene-parsing":
         (dataset / "sceneCategories.txt").write_text("".join(scene_lines))
-    else:
+    elif layout == "full":
         class_map = {str(full_id): ade_id for ade_id, full_id in sorted(FULL_IDS.items())}
         (dataset / CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=1) + "\n")
     return dataset
