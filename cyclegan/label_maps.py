@@ -16,11 +16,11 @@ Snapping (``ade150``). The display palette has colours only 7.1 apart (class 10 
 99 (0, 255, 10)), well inside JPEG's error near region edges, so a pixel is never simply snapped
 to the nearest of all 151 colours:
 
-1. The image's own classes are found first. A class is *present* when at least ``PRESENT_SHARE``
-   of the pixels (and at least one) lie within ``PRESENT_RADIUS`` (3) of its colour *and* have
-   four neighbours that do too: the inside of a region. Radius-3 balls around palette colours do
-   not overlap, and the noise JPEG adds along edges lands near some other class's colour now
-   and then, but not in patches.
+1. The image's own classes are found first. A class is *present* when at least
+   ``PRESENT_SHARE`` (0.05 %) of the pixels lie within its colour's voting radius *and* have four
+   neighbours that do too: the inside of a region. The radius is half the distance to the nearest
+   other palette colour, at most ``PRESENT_RADIUS`` (8), so no two voting balls overlap; the noise
+   JPEG adds along edges lands near some other class's colour now and then, but rarely in patches.
 2. An exact palette colour keeps its class (in a JPEG only when that class is present). Any
    other colour is *snapped* to the nearest present colour within ``tolerance`` (Euclidean RGB,
    default 20).
@@ -51,8 +51,9 @@ from cyclegan.palette import CLASS_NAMES, DISPLAY_PALETTE, NUM_CLASSES
 PALETTES = ("ade150", "full", "ids")
 FULL_ID_COUNT = (255 // 10 + 1) * 256
 """Every value ``R / 10 * 256 + G`` can take."""
-PRESENT_RADIUS = 3.0
-PRESENT_SHARE = 1e-4
+PRESENT_RADIUS = 8.0
+"""The most a voting pixel may be off its colour; less for colours with a near neighbour (see voting_radii)."""
+PRESENT_SHARE = 5e-4
 DEFAULT_TOLERANCE = 20.0
 FILL_STEPS = 8
 DEFAULT_MAX_UNKNOWN = 0.01
@@ -189,7 +190,7 @@ def snap_colours(
     # Presence is voted by pixels within the radius of a palette colour whose four neighbours are
     # within the radius of the same colour: the inside of a region. Compression noise near edges
     # lands within the radius of a neighbouring palette colour now and then, but not in patches.
-    near = np.where(distance <= PRESENT_RADIUS, nearest, -1)[inverse].reshape(height, width)
+    near = np.where(distance <= voting_radii(palette)[nearest], nearest, -1)[inverse].reshape(height, width)
     voters = near[_flat(near) & (near >= 0)]
     votes = np.bincount(voters, minlength=len(palette))
     present = np.flatnonzero(votes >= max(1.0, PRESENT_SHARE * height * width))
@@ -239,6 +240,15 @@ def _fill_from_neighbours(labels: np.ndarray, left: np.ndarray) -> int:
     return int(filled.sum())
 
 
+def voting_radii(palette: np.ndarray) -> np.ndarray:
+    """Per palette entry: half the distance to the nearest other colour, at most ``PRESENT_RADIUS``,
+    so no two voting balls overlap (entries sharing one colour share its ball)."""
+    table = palette.astype(np.float64)
+    gaps = np.sqrt(((table[:, None, :] - table[None, :, :]) ** 2).sum(-1))
+    gaps[gaps == 0] = np.inf
+    return np.minimum(gaps.min(1) / 2, PRESENT_RADIUS)
+
+
 def _flat(codes: np.ndarray) -> np.ndarray:
     """Pixels whose value equals all four neighbours' (image borders count as equal)."""
     flat = np.ones(codes.shape, dtype=bool)
@@ -265,10 +275,10 @@ def _nearest(values: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.nd
 def guess_palette(images: Sequence[Image.Image], full_available: bool, max_unknown: float) -> tuple[str, str]:
     """``--palette auto``: the encoding most of these maps fit, and the evidence, for a log line.
 
-    A map fits ``ids`` when it is one grey channel (or P-mode whose colours are not the ade150
-    palette), ``ade150`` when at most ``max_unknown`` of its pixels are unknown in that palette,
-    and ``full`` (only offered with a class map) when it is any other RGB PNG. A JPEG fits
-    ``ade150`` only."""
+    A lossless map fits ``ids`` when it is grey (one channel, or RGB / palette-indexed with equal
+    channels: small ids would otherwise pass for black), ``ade150`` when at most ``max_unknown`` of
+    its pixels are unknown in that palette, else ``ids`` if palette-indexed, else ``full`` (only
+    offered with a class map). A JPEG fits ``ade150`` or nothing."""
     fits = [_fit(image, full_available, max_unknown) for image in images]
     votes = {name: fits.count(name) for name in PALETTES}
     best = max(PALETTES, key=lambda name: votes[name])
@@ -284,12 +294,16 @@ def _fit(image: Image.Image, full_available: bool, max_unknown: float) -> str:
     lossy = image.format == "JPEG"
     if image.mode in ("L", "I", "I;16"):
         return "ids"
-    if image.mode in ("RGB", "RGBA", "P"):
-        _, pixels, _ = snap_colours(np.asarray(image.convert("RGB")), _ADE150, DEFAULT_TOLERANCE, lossy)
-        if pixels.unknown <= max_unknown * pixels.pixels:
-            return "ade150"
+    if image.mode not in ("RGB", "RGBA", "P"):
+        return "none"
+    rgb = np.asarray(image.convert("RGB"))
+    if not lossy and (rgb == rgb[..., :1]).all():
+        return "ids"  # grey, stored as RGB or palette-indexed: small ids would pass for black
+    _, pixels, _ = snap_colours(rgb, _ADE150, DEFAULT_TOLERANCE, lossy)
+    if pixels.unknown <= max_unknown * pixels.pixels:
+        return "ade150"
     if image.mode == "P" and not lossy:
         return "ids"
-    if image.mode in ("RGB", "RGBA") and full_available and not lossy:
+    if full_available and not lossy:
         return "full"
     return "none"

@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``cyclegan-bench loader``, ``train`` (throughput) and ``modes`` (quality).
+"""Benchmarks that print numbers: ``cyclegan-bench loader``, ``train`` (throughput), ``modes`` and ``maps`` (quality).
 
     # pairs/s of DALI, the torchvision fallback and a seed-style PIL loader, on shards made here
     cyclegan-bench loader
@@ -10,6 +10,8 @@
     cyclegan-bench train --batch 16 --precision bf16 --compile --json train.json
     # translation quality of model.seg_mode rgb vs classes (and paired), same seed and steps (CPU minutes)
     cyclegan-bench modes --json modes.json
+    # colour maps (PNG, JPEG qualities) decoded back to class ids, against nearest-colour decoding
+    cyclegan-bench maps --json maps.json
 
 Speed is never asserted by the tests: these commands are where it is measured.
 """

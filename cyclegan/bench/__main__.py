@@ -9,7 +9,7 @@ from pathlib import Path
 from cyclegan.arguments import HelpFormatter
 from cyclegan.arguments import non_negative_int as non_negative
 from cyclegan.arguments import positive_int as positive
-from cyclegan.bench import loader, modes, train
+from cyclegan.bench import loader, maps, modes, train
 from cyclegan.bench.report import print_table, write_json
 from cyclegan.data import LoaderError
 
@@ -49,7 +49,8 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Measure pairs/s of the input pipeline or training step, or translation quality."
+        prog=PROG,
+        description="Measure pairs/s of the input pipeline or training step, translation quality, or map decoding.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_loader_parser(commands)
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     modes.add_arguments(p, positive)
+    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
+    p = commands.add_parser(
+        "maps",
+        help="how exactly colour segmentation maps (PNG, JPEG) decode back to class ids",
+        description=maps.__doc__,
+        formatter_class=HelpFormatter,
+    )
+    maps.add_arguments(p, positive)
     p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     return parser
 

@@ -130,6 +130,11 @@ def _save(image: Image.Image, path: Path, **kwargs: int) -> None:
     image.save(path, **kwargs)
 
 
+def scene_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """The 150-class ids of one random scene, as the datasets draw them (for benchmarks and tests)."""
+    return _scene(rng, height, width)[0]
+
+
 def _scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Class ids and instance ids of one outdoor scene, painted back to front."""
     y, x = np.mgrid[0:height, 0:width] / np.array([height, width]).reshape(2, 1, 1)
