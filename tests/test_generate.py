@@ -22,7 +22,7 @@ from cyclegan.checkpoint import CheckpointManager, export_network
 from cyclegan.generate import main
 from cyclegan.inference import translate
 from cyclegan.models import Discriminator
-from cyclegan.palette import TRAIN_PALETTE
+from cyclegan.palette import DISPLAY_PALETTE, TRAIN_PALETTE
 from cyclegan.state import PER_RANK, TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +122,38 @@ def test_seg_to_photo_takes_ids_or_colours(generators, tmp_path, capsys):
     expected = np.where(labels == HIGH_CLASS, 255, 0)[..., None].repeat(3, axis=-1)
     for name in ("ids", "pal", "colours"):
         assert np.array_equal(read(tmp_path / "out" / f"{name}_photo.png"), expected), name
+
+
+def test_palette_ade150_for_maps_written_and_read(generators, tmp_path, capsys):
+    """--palette ade150: photo -> seg draws in the display palette, and seg -> photo reads maps in it
+    (PNG exactly, JPEG through the sharder's snapping), as a seed user's segmented/ folder holds."""
+    labels = block_labels(48, 64, seed=1)
+    save(photo_for(labels), tmp_path / "photos" / "a.png")
+    common = ["--width", 64, "--height", 48, "--palette", "ade150"]
+    code, _, _ = run_cli(["--input", tmp_path / "photos", "--generator", generators[0], "--output-dir",
+                          tmp_path / "seg", *common], capsys)  # fmt: skip
+    assert code == 0
+    ids = read(tmp_path / "seg" / "a_ids.png")
+    assert np.array_equal(ids, predicted_for(labels))
+    assert np.array_equal(read(tmp_path / "seg" / "a_seg.png"), DISPLAY_PALETTE.numpy()[ids])
+
+    drawn = block_labels(48, 64, seed=2, classes=(0, HIGH_CLASS, LOW_CLASS))
+    save(DISPLAY_PALETTE.numpy()[drawn], tmp_path / "maps" / "png.png")
+    Image.fromarray(DISPLAY_PALETTE.numpy()[drawn]).save(tmp_path / "maps" / "jpg.jpg", quality=90)
+    code, _, _ = run_cli(["--input", tmp_path / "maps", "--generator", generators[1], "--output-dir",
+                          tmp_path / "photo", *common], capsys)  # fmt: skip
+    assert code == 0
+    expected = np.where(drawn == HIGH_CLASS, 255, 0)[..., None].repeat(3, axis=-1)
+    assert np.array_equal(read(tmp_path / "photo" / "png_photo.png"), expected)
+    assert (read(tmp_path / "photo" / "jpg_photo.png") == expected).all(-1).mean() > 0.97
+
+    foreign = np.array([[77, 1, 200], [13, 140, 77], [200, 90, 170]], dtype=np.uint8)  # no ade150 colour near
+    save(foreign[np.searchsorted([0, LOW_CLASS, HIGH_CLASS], drawn)], tmp_path / "foreign" / "f.png")
+    code, _, err = run_cli(["--input", tmp_path / "foreign", "--generator", generators[1], "--output-dir",
+                            tmp_path / "photo2", *common], capsys)  # fmt: skip
+    assert code == 2
+    assert err.strip().startswith(f"cyclegan-generate: error: {tmp_path / 'foreign' / 'f.png'}: not a segmentation "
+                                  "map in the ade150 palette")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from PIL import Image, ImageOps
 
 from cyclegan.data import shard as shard_module
 from cyclegan.data.shard import main
-from cyclegan.data.synthetic import CLASS_MAP_FILE, FULL_IDS
+from cyclegan.data.synthetic import CLASS_MAP_FILE, FOLDER_NAMES, FULL_IDS, make_synthetic_ade20k
+from cyclegan.palette import DISPLAY_PALETTE, TRAIN_PALETTE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -467,3 +468,189 @@ def test_worker_killed_from_outside_is_an_error_then_resumable(
     assert main([*args, "--workers", "1"]) == 0
     assert manifest(out)["splits"]["training"]["samples"] == len(find_sources(dataset, "scene-parsing", "training")[0])
     assert all(path.read_bytes() == data for path, data in written.items()), "finished shards are kept as they were"
+
+
+# ---------------------------------------------------------------- the folders layout
+
+
+def folders_from(dataset: Path, out: Path, draw: str = "ade150") -> dict[str, Path]:
+    """The seed's layout made from a SceneParsing dataset: the same photos, and each annotation
+    drawn in the display palette (``draw="ade150"``) or copied as a grey id map (``"ids"``)."""
+    made = {}
+    for split, (photo_dir, map_dir) in FOLDER_NAMES.items():
+        made[photo_dir], made[map_dir] = out / photo_dir, out / map_dir
+        shutil.copytree(dataset / "images" / split, made[photo_dir])
+        made[map_dir].mkdir(parents=True)
+        for annotation in sorted((dataset / "annotations" / split).iterdir()):
+            ids = np.asarray(Image.open(annotation))
+            drawn = DISPLAY_PALETTE.numpy()[ids] if draw == "ade150" else ids
+            Image.fromarray(drawn).save(made[map_dir] / annotation.name)
+    return made
+
+
+def folder_args(made: dict[str, Path], out: Path, *extra: str, val: bool = True) -> list[str]:
+    args = ["--photos", str(made["images"]), "--segmentations", str(made["segmented"]), "--out", str(out)]
+    if val:
+        args += ["--val-photos", str(made["val_images"]), "--val-segmentations", str(made["val_segmented"])]
+    return [*args, "--workers", "1", *extra]
+
+
+def members(out: Path, split: str) -> list[tuple[str, bytes, bytes]]:
+    return [(s["__key__"], s["label.png"], s["jpg"]) for s in read_split(out, split)]
+
+
+@pytest.mark.parametrize("draw", ["ade150", "ids"])
+def test_folders_give_the_scene_parsing_shards(scene_parsing_dataset: Path, tmp_path: Path, draw: str, capsys) -> None:
+    """Same photos and maps (colour PNGs, or grey id PNGs) in two folders: the same samples in
+    the same shards, label and photo bytes identical, as the SceneParsing layout gives."""
+    made = folders_from(scene_parsing_dataset, tmp_path / "folders", draw)
+    assert main(folder_args(made, tmp_path / "folders_out", "--samples-per-shard", "4")) == 0
+    assert f"--palette auto chose {draw} (" in capsys.readouterr().out
+    assert run(scene_parsing_dataset, tmp_path / "sp_out", "--samples-per-shard", "4") == 0
+    for split in ("training", "validation"):
+        assert members(tmp_path / "folders_out", split) == members(tmp_path / "sp_out", split)
+    info = manifest(tmp_path / "folders_out")
+    assert info["options"]["layout"] == "folders" and info["source"]["palette"] == draw
+    assert info["splits"]["training"]["map_pixels"]["snapped"] == 0
+    assert info["splits"]["training"]["unpaired"] == []
+    meta = json.loads(read_split(tmp_path / "folders_out", "training")[0]["json"])
+    assert meta["layout"] == "folders" and meta["photo"].startswith("images/")
+    assert meta["annotation"].startswith("segmented/")
+
+
+@pytest.fixture(scope="module")
+def seed_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The synthetic folders layout at 128x160 and the SceneParsing twin holding its true ids."""
+    base = tmp_path_factory.mktemp("seed_folders")
+    options = {"n_train": 12, "n_val": 2, "size": (128, 160), "seed": 5}
+    return make_synthetic_ade20k(base, layout="folders", **options), make_synthetic_ade20k(base, **options)
+
+
+def test_folders_edge_cases(seed_folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """JPEG and PNG maps, mixed extensions, a missing partner on each side, a foreign palette,
+    a grey id map among colour maps and a stray text file: each skip listed with its reason."""
+    source, truth = seed_folders
+    data = shutil.copytree(source, tmp_path / "data")
+    photos, maps = data / "images", data / "segmented"
+    stem = "ADE_train_{:08d}".format
+    for n in (1, 2):  # JPEG colour maps, quality 90 (the seed's folders may hold such)
+        Image.open(maps / f"{stem(n)}.png").save(maps / f"{stem(n)}.jpg", quality=90)
+        (maps / f"{stem(n)}.png").unlink()
+    Image.open(photos / f"{stem(3)}.jpg").save(photos / f"{stem(3)}.png")  # a PNG photo
+    (photos / f"{stem(3)}.jpg").unlink()
+    (maps / f"{stem(4)}.png").unlink()  # a photo without a map
+    shutil.copy(maps / f"{stem(5)}.png", maps / "extra_map.png")  # a map without a photo
+    ids6 = np.asarray(Image.open(truth / "annotations" / "training" / f"{stem(6)}.png"))
+    Image.fromarray(TRAIN_PALETTE.numpy()[ids6]).save(maps / f"{stem(6)}.png")  # another palette
+    Image.fromarray(ids6).save(maps / f"{stem(7)}.png")  # a grey id map among colour maps
+    (photos / "notes.txt").write_text("not an image")
+
+    args = ["--photos", str(photos), "--segmentations", str(maps), "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert main([*args, "--val-fraction", "0", "--palette", "ade150"]) == 0
+    output = capsys.readouterr()
+    summary = manifest(tmp_path / "out")["splits"]["training"]
+    reasons = {Path(item["path"]).name: item["reason"] for item in summary["skipped"]}
+    assert reasons.keys() == {f"{stem(4)}.jpg", "extra_map.png", f"{stem(6)}.png", f"{stem(7)}.png", "notes.txt"}
+    assert reasons[f"{stem(4)}.jpg"] == f"no segmentation map named {stem(4)}.* in {maps}"
+    assert reasons["extra_map.png"] == f"no photo named extra_map.* in {photos}"
+    assert reasons[f"{stem(6)}.png"].startswith("not a segmentation map in the ade150 palette: ")
+    assert reasons[f"{stem(7)}.png"] == "mode L is not a colour map (ade150 palette needs RGB)"
+    assert "not an image file type (.txt)" in reasons["notes.txt"]
+    assert sorted(Path(p).name for p in summary["unpaired"]) == sorted([f"{stem(4)}.jpg", "extra_map.png"])
+    assert "training: written 9 in 1 shards, skipped 5 (2 without a partner); colour maps: " in output.out
+    assert "validation" not in manifest(tmp_path / "out")["splits"]
+
+    samples = {s["__key__"]: s for s in read_split(tmp_path / "out", "training")}
+    assert set(samples) == {stem(n) for n in (1, 2, 3, 5, 8, 9, 10, 11, 12)}
+    for key, sample in samples.items():
+        drawn = np.asarray(Image.open(truth / "annotations" / "training" / f"{key}.png"))
+        label = np.asarray(image(sample["label.png"]))
+        if key in (stem(1), stem(2)):  # JPEG: the stated snapping (README: 99.3 % at 128x160)
+            assert (label == drawn).mean() > 0.98
+        else:
+            np.testing.assert_array_equal(label, drawn)
+    pixels = summary["map_pixels"]
+    assert pixels["snapped"] > 0 and pixels["unknown"] < 0.001 * pixels["pixels"]
+
+
+def test_val_fraction_is_seeded_and_the_same_whatever_the_workers(seed_folders, tmp_path: Path) -> None:
+    source, _ = seed_folders
+    base = ["--photos", str(source / "images"), "--segmentations", str(source / "segmented")]
+    base += ["--samples-per-shard", "4"]
+    assert main([*base, "--val-fraction", "0.25", "--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert main([*base, "--val-fraction", "0.25", "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert output_files(tmp_path / "one") == output_files(tmp_path / "two")
+    held_out = {key for key, _, _ in members(tmp_path / "one", "validation")}
+    trained = {key for key, _, _ in members(tmp_path / "one", "training")}
+    assert len(held_out) == 3 and len(trained) == 9 and not held_out & trained
+    assert main([*base, "--val-fraction", "0.25", "--seed", "7", "--out", str(tmp_path / "s7"), "--workers", "1"]) == 0
+    assert {key for key, _, _ in members(tmp_path / "s7", "validation")} != held_out
+    assert main([*base, "--out", str(tmp_path / "default"), "--workers", "1"]) == 0  # 5 % of 12, at least 1
+    assert manifest(tmp_path / "default")["splits"]["validation"]["samples"] == 1
+
+
+def test_folders_with_full_release_maps(full_dataset: Path, tmp_path: Path, capsys) -> None:
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir(), maps.mkdir()
+    for photo in (full_dataset / "images" / "ADE" / "training").rglob("*.jpg"):
+        shutil.copy(photo, photos / photo.name)
+        shutil.copy(photo.with_name(f"{photo.stem}_seg.png"), maps / f"{photo.stem}.png")
+    class_map = str(full_dataset / CLASS_MAP_FILE)
+    args = ["--photos", str(photos), "--segmentations", str(maps), "--val-fraction", "0", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "folders"), "--class-map", class_map]) == 0
+    assert "--palette auto chose full" in capsys.readouterr().out
+    assert run(full_dataset, tmp_path / "full", "--class-map", class_map, "--splits", "training") == 0
+    # the full layout lists photos by scene folder, so the shuffle differs; the samples do not
+    assert sorted(members(tmp_path / "folders", "training")) == sorted(members(tmp_path / "full", "training"))
+
+
+def test_strict_stops_at_an_unpaired_file(seed_folders, tmp_path: Path, capsys) -> None:
+    source, _ = seed_folders
+    data = shutil.copytree(source, tmp_path / "data")
+    (data / "segmented" / "ADE_train_00000004.png").unlink()
+    args = ["--photos", str(data / "images"), "--segmentations", str(data / "segmented"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--strict"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"cyclegan-shard: error: {data / 'images' / 'ADE_train_00000004.jpg'}: no segmentation map "
+                    f"named ADE_train_00000004.* in {data / 'segmented'}")  # fmt: skip
+
+
+def test_palette_auto_refuses_maps_it_cannot_place(seed_folders, tmp_path: Path, capsys) -> None:
+    source, truth = seed_folders
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for annotation in (truth / "annotations" / "training").iterdir():
+        ids = np.asarray(Image.open(annotation))
+        Image.fromarray(TRAIN_PALETTE.numpy()[ids]).save(maps / annotation.name)
+    args = ["--photos", str(source / "images"), "--segmentations", str(maps), "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"cyclegan-shard: error: {maps}: --palette auto: none of 11 sampled maps")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--photos", "{p}"], "needs both --photos DIR and --segmentations DIR"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--root", "{p}"], "not --root or --splits"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--val-photos", "{p}"], "go together"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--val-photos", "{vp}", "--val-segmentations", "{vs}",
+          "--val-fraction", "0.1"], "not both"),  # fmt: skip
+        (["--photos", "{p}", "--segmentations", "{p}"], "must be different folders"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--palette", "full"], "needs --class-map"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--val-fraction", "1"], "fraction in [0, 1)"),
+        (["--photos", "{p}/nowhere", "--segmentations", "{s}"], "nowhere: no such folder"),
+        (["--root", "{p}", "--palette", "ade150"], "--palette: for --layout folders only"),
+        (["--root", "{p}", "--layout", "scene-parsing", "--photos", "{p}"], "--photos: for --layout folders only"),
+        (["--layout", "folders"], "needs both --photos DIR"),
+        ([], "--root DIR is required"),
+    ],
+)
+def test_folders_usage_errors(seed_folders, tmp_path: Path, capsys, flags: list[str], message: str) -> None:
+    source, _ = seed_folders
+    names = {"p": "images", "s": "segmented", "vp": "val_images", "vs": "val_segmented"}
+    argv = [flag.format(**{k: source / v for k, v in names.items()}) for flag in flags]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
