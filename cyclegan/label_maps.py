@@ -40,6 +40,7 @@ appears in labels decoded from ade150 colour maps (id maps keep both). The manif
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,7 +61,7 @@ DEFAULT_MAX_UNKNOWN = 0.01
 ID_MODES = ("L", "P", "I", "I;16")
 
 _ADE150 = DISPLAY_PALETTE.numpy().astype(np.int64)
-_CHUNK = 1 << 14  # distinct colours compared with the palette at once (chunk x 151 distances)
+_CHUNK = 512  # distinct colours per distance product: small enough that BLAS runs it on one thread
 
 
 def duplicate_colours(palette: np.ndarray = _ADE150) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -184,6 +185,9 @@ def snap_colours(
     class that is not present is noise, and is snapped like any other colour."""
     height, width = rgb.shape[:2]
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    exact = _code_table(palette.astype(np.uint8).tobytes())[codes]
+    if not lossy and (exact < len(palette)).all():  # a clean lossless map: one table lookup
+        return exact.astype(np.uint8), MapPixels(pixels=height * width), []
     colours, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
     values = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
     nearest, distance = _nearest(values, palette)
@@ -220,7 +224,8 @@ def snap_colours(
 
 def _fill_from_neighbours(labels: np.ndarray, left: np.ndarray) -> int:
     """One step of filling: each pixel in ``left`` with a decided 8-neighbour takes the most common
-    decided neighbour label (lowest id on ties); updates both arrays, returns how many were filled."""
+    decided neighbour label (the first in reading order on ties); updates both arrays, returns how
+    many were filled."""
     rows, cols = np.nonzero(left)
     if not rows.size:
         return 0
@@ -232,10 +237,11 @@ def _fill_from_neighbours(labels: np.ndarray, left: np.ndarray) -> int:
         decided = inside.copy()
         decided[inside] = ~left[y[inside], x[inside]]
         neighbours[decided, k] = labels[y[decided], x[decided]]
-    counts = np.stack([(neighbours == c).sum(1) for c in range(NUM_CLASSES + 1)], axis=1)
-    best = counts.argmax(1)
-    filled = counts.max(1) > 0
-    labels[rows[filled], cols[filled]] = best[filled]
+    # how many of the 8 share each neighbour's label; undecided neighbours (-1) never win
+    agree = (neighbours[:, :, None] == neighbours[:, None, :]).sum(2) * (neighbours >= 0)
+    pick = agree.argmax(1)
+    filled = agree.max(1) > 0
+    labels[rows[filled], cols[filled]] = neighbours[filled, pick[filled]]
     left[rows[filled], cols[filled]] = False
     return int(filled.sum())
 
@@ -249,6 +255,17 @@ def voting_radii(palette: np.ndarray) -> np.ndarray:
     return np.minimum(gaps.min(1) / 2, PRESENT_RADIUS)
 
 
+@functools.lru_cache(maxsize=2)
+def _code_table(palette: bytes) -> np.ndarray:
+    """24-bit colour code -> id of the first palette entry with that colour, or 65535 (32 MiB, built once)."""
+    colours = np.frombuffer(palette, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+    table = np.full(1 << 24, 65535, dtype=np.uint16)
+    for class_id in range(len(colours) - 1, -1, -1):  # backwards: the lowest id wins a shared colour
+        r, g, b = colours[class_id]
+        table[(r << 16) | (g << 8) | b] = class_id
+    return table
+
+
 def _flat(codes: np.ndarray) -> np.ndarray:
     """Pixels whose value equals all four neighbours' (image borders count as equal)."""
     flat = np.ones(codes.shape, dtype=bool)
@@ -260,15 +277,17 @@ def _flat(codes: np.ndarray) -> np.ndarray:
 
 
 def _nearest(values: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest palette row for each value (the first of equals) and its distance."""
+    """Index of the nearest palette row for each value (the first of equals) and its distance.
+    ``|v|^2 - 2 v.c + |c|^2`` as one float64 matrix product per chunk: exact for 8-bit colours."""
     index = np.empty(len(values), dtype=np.int64)
     distance = np.empty(len(values), dtype=np.float64)
-    table = palette.astype(np.int64)
+    table = palette.astype(np.float64)
+    table_norms = (table * table).sum(1)
     for start in range(0, len(values), _CHUNK):
-        block = values[start : start + _CHUNK].astype(np.int64)
-        squared = ((block[:, None, :] - table[None, :, :]) ** 2).sum(-1)
+        block = values[start : start + _CHUNK].astype(np.float64)
+        squared = (block * block).sum(1, keepdims=True) - 2 * block @ table.T + table_norms
         index[start : start + _CHUNK] = squared.argmin(1)
-        distance[start : start + _CHUNK] = np.sqrt(squared.min(1))
+        distance[start : start + _CHUNK] = np.sqrt(squared[np.arange(len(block)), index[start : start + _CHUNK]])
     return index, distance
 
 

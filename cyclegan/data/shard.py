@@ -1,6 +1,7 @@
 """ADE20K -> WebDataset shards for training: ``cyclegan-shard``.
 
-Reads either public ADE20K layout and writes, per split, pre-shuffled tar shards
+Reads either public ADE20K layout, or two flat folders of photos and segmentation maps paired
+by file stem (the seed project's layout), and writes, per split, pre-shuffled tar shards
 ``{split}-000000.tar`` with the DALI index ``{split}-000000.idx`` beside each, and a
 ``manifest.json`` for the whole output::
 
@@ -10,6 +11,8 @@ Reads either public ADE20K layout and writes, per split, pre-shuffled tar shards
     cyclegan-shard --root data/ADE20K_2021_17_01 --out data/shards --class-map ade150_map.csv
     # a quick 200-image sample of each split; stop at the first bad input
     cyclegan-shard --root data --out /tmp/shards --limit 200 --strict
+    # photos/ and colour maps in segmented/ (any formats PIL reads), 5 % held out for validation
+    cyclegan-shard --photos data/images --segmentations data/segmented --out data/shards --val-fraction 0.05
     python -m cyclegan.data.shard --help
 
 Each sample is three tar members (readers split the extension at the first dot, so keys,
@@ -25,6 +28,16 @@ Class map (``--class-map``, full layout only). A full-release ``*_seg.png`` stor
 as R / 10 * 256 + G (B = instance) over ~3,000 classes; the map says which become which of the
 150 classes, anything unmapped becomes 0. JSON ``{"2978": 3, "1831": 2}`` or a two-column
 CSV ``full_id,ade150_id`` (an optional header row).
+
+The folders layout. Photos and maps pair by file stem; unpaired files, stems naming two files on
+one side and non-image files are skipped and listed (the manifest's ``unpaired`` names the files
+without a partner). ``--palette`` says how the maps encode classes (``ade150`` colours, ``full``
+R / 10 * 256 + G with a class map, ``ids``; ``auto`` looks at a sample and prints its choice), and
+:mod:`cyclegan.label_maps` decodes them, snapping JPEG noise and skipping maps with more than
+``--max-unknown`` pixels in no palette colour. The validation split is ``--val-fraction`` of the
+pairs, those whose keys hash lowest with the seed, or the pairs of ``--val-photos`` and
+``--val-segmentations``. The manifest's ``map_pixels`` counts what decoding snapped, filled and
+left unknown, per split.
 
 Choices worth knowing:
 
