@@ -29,6 +29,20 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def float_in(low: float, below: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type`` for numbers in ``[low, below)`` (no upper end when ``below`` is None)."""
+    wanted = f"in [{low:g}, {below:g})" if below is not None else f">= {low:g}"
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (value >= low and (below is None or value < below)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions as written (module docstrings with examples), and each option's default appended,
     except where it has none (None or ""): there its help says what happens without it."""

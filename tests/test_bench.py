@@ -159,3 +159,17 @@ def test_training_path_imports_no_optional_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_maps_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PNG rows are exact by construction of the decoder's contract; JPEG rows report what they measured."""
+    report_path = tmp_path / "maps.json"
+    assert main(["maps", "--sizes", "64x96", "--formats", "png,jpg90", "--maps", "2", "--json", str(report_path)]) == 0
+    png, jpeg = json.loads(report_path.read_text())["rows"]
+    assert (png["format"], png["correct"], png["snapped"], png["max_edge_distance"]) == ("png", 1.0, 0.0, 0)
+    assert jpeg["format"] == "jpg90" and 0.9 < jpeg["correct"] < 1 and jpeg["snapped"] > 0
+    assert jpeg["correct"] > jpeg["nearest_correct"] and jpeg["skipped"] == 0
+    assert "nearest-colour correct" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["maps", "--formats", "gif"])
+    assert exit_.value.code == 2

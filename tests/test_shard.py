@@ -638,7 +638,7 @@ def test_palette_auto_refuses_maps_it_cannot_place(seed_folders, tmp_path: Path,
           "--val-fraction", "0.1"], "not both"),  # fmt: skip
         (["--photos", "{p}", "--segmentations", "{p}"], "must be different folders"),
         (["--photos", "{p}", "--segmentations", "{s}", "--palette", "full"], "needs --class-map"),
-        (["--photos", "{p}", "--segmentations", "{s}", "--val-fraction", "1"], "fraction in [0, 1)"),
+        (["--photos", "{p}", "--segmentations", "{s}", "--val-fraction", "1"], "must be in [0, 1), got 1"),
         (["--photos", "{p}/nowhere", "--segmentations", "{s}"], "nowhere: no such folder"),
         (["--root", "{p}", "--palette", "ade150"], "--palette: for --layout folders only"),
         (["--root", "{p}", "--layout", "scene-parsing", "--photos", "{p}"], "--photos: for --layout folders only"),

@@ -54,30 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_loader_parser(commands)
-    p = commands.add_parser(
-        "train",
-        help="training-step throughput, FLOPs and MFU; --ladder for the speed ladder",
-        description=train.__doc__,
-        formatter_class=HelpFormatter,
-    )
-    train.add_arguments(p, positive, non_negative)
-    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
-    p = commands.add_parser(
-        "modes",
-        help="translation quality of model.seg_mode rgb vs classes (and paired), same steps",
-        description=modes.__doc__,
-        formatter_class=HelpFormatter,
-    )
-    modes.add_arguments(p, positive)
-    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
-    p = commands.add_parser(
-        "maps",
-        help="how exactly colour segmentation maps (PNG, JPEG) decode back to class ids",
-        description=maps.__doc__,
-        formatter_class=HelpFormatter,
-    )
-    maps.add_arguments(p, positive)
-    p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
+    quality = {
+        "train": (train, "training-step throughput, FLOPs and MFU; --ladder for the speed ladder"),
+        "modes": (modes, "translation quality of model.seg_mode rgb vs classes (and paired), same steps"),
+        "maps": (maps, "how exactly colour segmentation maps (PNG, JPEG) decode back to class ids"),
+    }
+    for name, (module, summary) in quality.items():
+        p = commands.add_parser(name, help=summary, description=module.__doc__, formatter_class=HelpFormatter)
+        if module is train:
+            train.add_arguments(p, positive, non_negative)
+        else:
+            module.add_arguments(p, positive)
+        p.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     return parser
 
 

@@ -80,7 +80,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
-from cyclegan.arguments import positive_int
+from cyclegan.arguments import float_in, positive_int
 from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, worker_context
 from cyclegan.label_maps import (
     DEFAULT_MAX_UNKNOWN,
@@ -224,12 +224,19 @@ def find_sources(dataset: Path, layout: str, split: str) -> tuple[list[Source], 
             )
             for photo in _photos(top, recursive=True)
         ]
+    missing = [BadInput(photo, f"missing annotation {annotation}") for photo, annotation, _ in pairs
+               if not annotation.is_file()]  # fmt: skip
+    sources, duplicates = _keyed(split, [pair for pair in pairs if pair[1].is_file()])
+    return sources, missing + duplicates
+
+
+def _keyed(split: str, pairs: list[tuple[Path, Path, str | None]]) -> tuple[list[Source], list[BadInput]]:
+    """Sources of (photo, annotation, scene) pairs, keyed by the photo's stem with dots made "_";
+    a photo whose key another already has is listed as a duplicate."""
     sources, problems, seen = [], [], {}
     for photo, annotation, scene in pairs:
         key = photo.stem.replace(".", "_")
-        if not annotation.is_file():
-            problems.append(BadInput(photo, f"missing annotation {annotation}"))
-        elif key in seen:
+        if key in seen:
             problems.append(BadInput(photo, f"duplicate key {key} (also {seen[key]})"))
         else:
             seen[key] = photo
@@ -260,20 +267,17 @@ def pair_folders(photos: Path, maps: Path, split: str) -> tuple[list[Source], li
     photo_files, problems = _images_by_stem(photos, "photo")
     map_files, map_problems = _images_by_stem(maps, "segmentation map")
     problems += map_problems
-    sources, seen = [], {}
+    pairs = []
     for stem in sorted(photo_files.keys() | map_files.keys()):
         photo, annotation = photo_files.get(stem), map_files.get(stem)
-        key = stem.replace(".", "_")
         if annotation is None:
             problems.append(BadInput(photo, f"no segmentation map named {stem}.* in {maps}", unpaired=True))
         elif photo is None:
             problems.append(BadInput(annotation, f"no photo named {stem}.* in {photos}", unpaired=True))
-        elif key in seen:
-            problems.append(BadInput(photo, f"duplicate key {key} (also {seen[key]})"))
         else:
-            seen[key] = photo
-            sources.append(Source(split, key, photo, annotation, None))
-    return sources, problems
+            pairs.append((photo, annotation, None))
+    sources, duplicates = _keyed(split, pairs)
+    return sources, problems + duplicates
 
 
 def _images_by_stem(folder: Path, what: str) -> tuple[dict[str, Path], list[BadInput]]:
@@ -747,26 +751,6 @@ def _splits(text: str) -> tuple[str, ...]:
     return splits
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-shard",
@@ -803,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--segmentations", type=Path, metavar="DIR", help="folder of segmentation maps, one per photo (default: none)")
     add(
         "--val-fraction",
-        type=_fraction,
+        type=float_in(0, 1),
         metavar="F",
         help=f"share of the pairs held out as the validation split, chosen by seeded key hash "
         f"(default: {DEFAULT_VAL_FRACTION}; 0 = no validation split)",
@@ -820,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--snap-tolerance",
-        type=_non_negative_float,
+        type=float_in(0),
         default=DEFAULT_TOLERANCE,
         metavar="D",
         help="ade150: RGB distance within which an off-palette colour (JPEG noise) snaps to a colour present "
@@ -828,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-unknown",
-        type=_fraction,
+        type=float_in(0, 1),
         default=DEFAULT_MAX_UNKNOWN,
         metavar="F",
         help="ade150: skip a map with more than this share of pixels in no palette colour (default: %(default)s)",
