@@ -84,7 +84,7 @@ def bench_maps(args: argparse.Namespace) -> dict[str, Any]:
             pixels, right, nearest_right, worst, skipped, seconds = MapPixels(), 0, 0, 0, 0, 0.0
             for ids in truths:
                 image = encode(ids, fmt)
-                rgb = np.asarray(image.convert("RGB"))
+                rgb = np.array(image.convert("RGB"))  # writable, for torch.from_numpy
                 nearest = rgb_to_ids(torch.from_numpy(rgb).permute(2, 0, 1), DISPLAY_PALETTE).numpy()
                 nearest_right += int((nearest == ids).sum())
                 start = time.perf_counter()
