@@ -654,3 +654,37 @@ def test_folders_usage_errors(seed_folders, tmp_path: Path, capsys, flags: list[
         main([*argv, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_folders_rerun_keeps_shards_and_refuses_other_options(seed_folders, tmp_path: Path, capsys) -> None:
+    """The same command again is a resume with nothing left to do; another palette or hold-out is refused."""
+    source, _ = seed_folders
+    args = ["--photos", str(source / "images"), "--segmentations", str(source / "segmented"), "--out",
+            str(tmp_path / "out"), "--workers", "1"]  # fmt: skip
+    assert main(args) == 0
+    before = output_files(tmp_path / "out")
+    assert main(args) == 0 and output_files(tmp_path / "out") == before
+    capsys.readouterr()
+    assert main([*args, "--val-fraction", "0.5"]) == 1
+    assert "holds shards made with different val_fraction" in capsys.readouterr().err
+    assert main([*args, "--snap-tolerance", "30"]) == 1
+    assert "different snap_tolerance" in capsys.readouterr().err
+
+
+def test_folders_apply_exif_orientation(tmp_path: Path) -> None:
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir(), maps.mkdir()
+    ids = np.zeros((40, 60), dtype=np.uint8)
+    ids[:10, :20] = 3  # an asymmetric mark shows any rotation
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(
+        photos / "a.jpg", exif=exif
+    )
+    Image.fromarray(DISPLAY_PALETTE.numpy()[ids]).save(maps / "a.png")
+    args = ["--photos", str(photos), "--segmentations", str(maps), "--val-fraction", "0", "--palette", "ade150"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    (sample,) = read_split(tmp_path / "out", "training")
+    expected = np.asarray(Image.fromarray(ids).transpose(Image.Transpose.ROTATE_270))
+    np.testing.assert_array_equal(np.asarray(image(sample["label.png"])), expected)
+    assert image(sample["jpg"]).size == (40, 60)
