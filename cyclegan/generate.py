@@ -21,11 +21,14 @@ outputs, run by onnxruntime. The direction comes from the generator file. Each i
 
 * photo -> seg writes ``<stem>_seg.png`` (the map in the training palette, so it can be
   fed back in) and ``<stem>_ids.png`` (8-bit class ids 0..150) side by side.
-* seg -> photo reads a class-id PNG (1 channel, values 0..150) or a coloured map (RGB,
-  each pixel decoded to the nearest training-palette colour) and writes ``<stem>_photo.png``.
-* ``--palette ade150`` switches both to the common ADE20K display palette, the colours of a seed
-  user's ``segmented/`` folder: ``_seg.png`` is drawn in it, and coloured input maps are decoded
-  from it as ``cyclegan-shard`` does (JPEG noise snapped; see :mod:`cyclegan.label_maps`).
+* seg -> photo reads a class-id PNG (1 channel, values 0..150) or a coloured map (RGB) and
+  writes ``<stem>_photo.png``.
+* ``--palette`` names the colours: ``train`` (what the generators draw in), ``ade150`` (the common
+  ADE20K display palette, the colours of a seed user's ``segmented/`` folder: ``_seg.png`` is drawn
+  in it and coloured maps are decoded from it as ``cyclegan-shard`` does, JPEG noise snapped; see
+  :mod:`cyclegan.label_maps`), or the default ``auto``: write train, and read each coloured map in
+  whichever of the two more of its pixels lie on (see :func:`read_coloured_map`); the summary
+  line counts the maps read in each.
 
 Both segmentation modes (``model.seg_mode``) work from the file alone, which records its mode:
 a ``classes`` generator's ids are its argmax and its maps are fed in as one-hot class maps; an
@@ -52,7 +55,14 @@ from PIL import Image, UnidentifiedImageError
 from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError
 from cyclegan.inference import InputError, load_translator, pick_device
-from cyclegan.label_maps import MapDecoder, NotAMap
+from cyclegan.label_maps import (
+    DEFAULT_MAX_UNKNOWN,
+    DEFAULT_TOLERANCE,
+    MapDecoder,
+    NotAMap,
+    on_palette_share,
+    snap_colours,
+)
 from cyclegan.palette import DISPLAY_PALETTE, NUM_CLASSES, TRAIN_PALETTE, rgb_to_ids
 from cyclegan.seg_encoding import mode_of_export
 
@@ -64,6 +74,7 @@ PHOTO_MODES = ("RGB", "L", "P", "CMYK", "YCbCr")
 ID_MODES = ("L", "P", "I", "I;16")
 OUTPUT_SUFFIXES = {"photo": ("_seg.png", "_ids.png"), "seg": ("_photo.png",)}
 PALETTES = {"train": TRAIN_PALETTE, "ade150": DISPLAY_PALETTE}
+_TRAIN_COLOURS = TRAIN_PALETTE.numpy().astype(np.int64)
 
 
 def round_to_4(value: int, name: str) -> int:
@@ -118,15 +129,20 @@ def check_mode(path: Path, image: Image.Image, domain: str) -> None:
         raise InputError(f"{path}: has {len(image.getbands())} channels ({image.mode}); {want}")
 
 
-def read_input(path: Path, domain: str, palette: str = "train") -> tuple[torch.Tensor, tuple[int, int]]:
-    """Decode one checked input -> uint8 RGB photo (3, H, W) or int64 class ids (H, W), and its (W, H)."""
+def read_input(
+    path: Path, domain: str, palette: str = "auto", seen: dict[str, int] | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode one checked input -> uint8 RGB photo (3, H, W) or int64 class ids (H, W), and its (W, H).
+    ``seen`` counts the palette each coloured map was read in, for the summary line."""
     with open_image(path) as image:
         try:
             image.load()
-            if domain == "seg" and image.mode == "RGB" and palette == "ade150":
-                ids, _ = MapDecoder("ade150").decode(image)
-                return torch.from_numpy(ids.astype(np.int64)), image.size
             array = np.array(image.convert("RGB") if domain == "photo" else image)
+            if domain == "seg" and array.ndim == 3:
+                ids, read_as = read_coloured_map(image, array[..., :3], palette)
+                if seen is not None:
+                    seen[read_as] = seen.get(read_as, 0) + 1
+                return torch.from_numpy(ids.astype(np.int64)), image.size
         except (OSError, Image.DecompressionBombError) as e:
             raise InputError(f"{path}: cannot decode image ({e})") from None
         except NotAMap as e:
@@ -134,11 +150,39 @@ def read_input(path: Path, domain: str, palette: str = "train") -> tuple[torch.T
         size = image.size
     if domain == "photo":
         return torch.from_numpy(array).permute(2, 0, 1), size
-    if array.ndim == 3:  # coloured map: nearest training colour, so slightly-off colours still decode
-        return rgb_to_ids(torch.from_numpy(array).permute(2, 0, 1)), size
     if array.min() < 0 or array.max() > NUM_CLASSES:
         raise InputError(f"{path}: class ids range over {array.min()}..{array.max()}, expected 0..{NUM_CLASSES}")
     return torch.from_numpy(array.astype(np.int64)), size
+
+
+def read_coloured_map(image: Image.Image, rgb: np.ndarray, palette: str) -> tuple[np.ndarray, str]:
+    """Class ids of a coloured map, and the palette they were read in (``palette``, or auto's choice).
+
+    ade150 maps decode as ``cyclegan-shard`` decodes them, or raise :class:`NotAMap` (under auto
+    such a map is read as train instead). A JPEG in the training palette is snapped the same way
+    (its chroma bleeds across region edges, which nearest colour gets wrong); any other train map,
+    or a JPEG that does not snap, takes each pixel's nearest training colour, so a slightly-off
+    picture, such as a network's raw output, still decodes."""
+    read_as = closer_palette(rgb) if palette == "auto" else palette
+    if read_as == "ade150":
+        try:
+            return MapDecoder("ade150").decode(image)[0], "ade150"
+        except NotAMap:
+            if palette == "ade150":
+                raise
+    if image.format == "JPEG":
+        ids, pixels, _ = snap_colours(rgb, _TRAIN_COLOURS, DEFAULT_TOLERANCE)
+        if pixels.unknown <= DEFAULT_MAX_UNKNOWN * pixels.pixels:
+            return ids, "train"
+    return rgb_to_ids(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)).numpy(), "train"
+
+
+def closer_palette(rgb: np.ndarray) -> str:
+    """``--palette auto`` for one coloured map: ade150 when more of its pixels lie on that palette
+    (within ``ON_PALETTE_RADIUS``) than on the training palette, else train. A tie, such as a map
+    whose few colours are in both palettes, goes to the generators' own palette."""
+    shares = {name: on_palette_share(rgb, colours.numpy()) for name, colours in PALETTES.items()}
+    return "ade150" if shares["ade150"] > shares["train"] else "train"
 
 
 def resize(image: torch.Tensor, size: tuple[int, int], ids: bool) -> torch.Tensor:
@@ -166,13 +210,13 @@ def output_paths(inputs: list[Path], domain: str, out_dir: Path, overwrite: bool
 
 
 def save_outputs(
-    output: torch.Tensor, domain: str, size: tuple[int, int], targets: tuple[Path, ...], palette: str = "train"
+    output: torch.Tensor, domain: str, size: tuple[int, int], targets: tuple[Path, ...], palette: str = "auto"
 ) -> None:
     """Write one result (class ids (H, W) or a uint8 photo (3, H, W), on the CPU) at ``size`` = (W, H)."""
     if domain == "photo":  # the map was decoded to ids; draw them in the chosen palette
         ids = resize(output, size, ids=True)
         seg_path, ids_path = targets
-        Image.fromarray(PALETTES[palette][ids].numpy()).save(seg_path)
+        Image.fromarray(PALETTES.get(palette, TRAIN_PALETTE)[ids].numpy()).save(seg_path)
         Image.fromarray(ids.to(torch.uint8).numpy()).save(ids_path)
     else:
         Image.fromarray(resize(output, size, ids=False).permute(1, 2, 0).numpy()).save(targets[0])
@@ -237,10 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--palette",
-        choices=tuple(PALETTES),
-        default="train",
+        choices=("auto", *PALETTES),
+        default="auto",
         help="colours of maps written (photo -> seg) and of coloured maps read (seg -> photo): train, the "
-        "palette the generators draw in (default), or ade150, the common ADE20K display palette",
+        "palette the generators draw in; ade150, the common ADE20K display palette; or auto: write train, read "
+        "each map as train if all its colours are, else as ade150 if it decodes as such, else train",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
@@ -270,17 +315,20 @@ def run(args: argparse.Namespace) -> int:
     jobs = list(zip(inputs, output_paths(inputs, domain, args.output_dir, args.overwrite), strict=True))
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
+    seen: dict[str, int] = {}  # how coloured maps were read: palette -> count
     with torch.inference_mode():
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
-            decoded = [read_input(path, domain, args.palette) for path, _ in chunk]
+            decoded = [read_input(path, domain, args.palette, seen) for path, _ in chunk]
             # uint8 photos or class ids at model size; the translator does the rest (see inference.Translator)
             batch = torch.stack([resize(image, model_size, ids=domain != "photo") for image, _ in decoded])
             for output, (_, size), (_, targets) in zip(translate(batch), decoded, chunk, strict=True):
-                save_outputs(output, domain, size if args.output_size == "input" else model_size, targets, args.palette)
+                out_size = size if args.output_size == "input" else model_size
+                save_outputs(output, domain, out_size, targets, args.palette)
+    read_as = ", ".join(f"{n} {palette}" for palette, n in sorted(seen.items()))
     print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} "
           f"({mode_of_export(meta)} mode{', ONNX' if args.generator.suffix == '.onnx' else ''}), "
-          f"into {args.output_dir}")  # fmt: skip
+          f"into {args.output_dir}{f'; coloured maps read as {read_as}' if read_as else ''}")  # fmt: skip
     return 0
 
 

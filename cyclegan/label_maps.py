@@ -57,6 +57,7 @@ PRESENT_RADIUS = 8.0
 PRESENT_SHARE = 5e-4
 DEFAULT_TOLERANCE = 20.0
 FILL_STEPS = 8
+ON_PALETTE_RADIUS = 4.0
 DEFAULT_MAX_UNKNOWN = 0.01
 ID_MODES = ("L", "P", "I", "I;16")
 
@@ -184,12 +185,12 @@ def snap_colours(
     is one palette comparison per colour, not per pixel. ``lossy`` (a JPEG): an exact colour of a
     class that is not present is noise, and is snapped like any other colour."""
     height, width = rgb.shape[:2]
-    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    codes = _codes(rgb)
     exact = _code_table(palette.astype(np.uint8).tobytes())[codes]
     if not lossy and (exact < len(palette)).all():  # a clean lossless map: one table lookup
         return exact.astype(np.uint8), MapPixels(pixels=height * width), []
     colours, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
-    values = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
+    values = _rgb_of(colours)
     nearest, distance = _nearest(values, palette)
     # Presence is voted by pixels within the radius of a palette colour whose four neighbours are
     # within the radius of the same colour: the inside of a region. Compression noise near edges
@@ -266,6 +267,15 @@ def _code_table(palette: bytes) -> np.ndarray:
     return table
 
 
+def _codes(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 colours -> 24-bit codes, so distinct colours are found by ``np.unique``."""
+    return (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+
+
+def _rgb_of(codes: np.ndarray) -> np.ndarray:
+    return np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=1)
+
+
 def _flat(codes: np.ndarray) -> np.ndarray:
     """Pixels whose value equals all four neighbours' (image borders count as equal)."""
     flat = np.ones(codes.shape, dtype=bool)
@@ -289,6 +299,15 @@ def _nearest(values: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.nd
         index[start : start + _CHUNK] = squared.argmin(1)
         distance[start : start + _CHUNK] = np.sqrt(squared[np.arange(len(block)), index[start : start + _CHUNK]])
     return index, distance
+
+
+def on_palette_share(rgb: np.ndarray, palette: np.ndarray, radius: float = ON_PALETTE_RADIUS) -> float:
+    """Share of a (H, W, 3) map's pixels within ``radius`` of a ``palette`` colour: which of two
+    palettes a lossy map was drawn in (block interiors of a JPEG stay within a few levels of their
+    colour; edges do not, in either palette). One palette comparison per distinct colour."""
+    codes, counts = np.unique(_codes(rgb), return_counts=True)
+    _, distance = _nearest(_rgb_of(codes), palette)
+    return float(counts[distance <= radius].sum() / counts.sum())
 
 
 def guess_palette(images: Sequence[Image.Image], full_available: bool, max_unknown: float) -> tuple[str, str]:

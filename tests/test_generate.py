@@ -19,7 +19,7 @@ from gen_fixtures import (
 from PIL import Image
 
 from cyclegan.checkpoint import CheckpointManager, export_network
-from cyclegan.generate import main
+from cyclegan.generate import main, read_input
 from cyclegan.inference import translate
 from cyclegan.models import Discriminator
 from cyclegan.palette import DISPLAY_PALETTE, TRAIN_PALETTE
@@ -101,7 +101,8 @@ def test_folder_glob_batches_and_output_size(generators, tmp_path, capsys):
 
 
 def write_map_inputs(directory: Path) -> np.ndarray:
-    """One label map three ways: a class-id PNG, a palette PNG and a colour map off by up to 20 per channel."""
+    """One label map three ways: a class-id PNG, a palette PNG and a colour map off by up to 20 per channel.
+    Its three colours are (nearly) in the ade150 palette too, so tests read it with ``--palette train``."""
     labels = block_labels(32, 48, seed=2, classes=(0, HIGH_CLASS, LOW_CLASS))
     colours = TRAIN_PALETTE[torch.from_numpy(labels).long()].numpy().astype(np.int16)
     noisy = np.clip(colours + np.random.default_rng(0).integers(-20, 21, colours.shape), 0, 255).astype(np.uint8)
@@ -115,7 +116,7 @@ def test_seg_to_photo_takes_ids_or_colours(generators, tmp_path, capsys):
     labels = write_map_inputs(tmp_path / "in")
     code, _, _ = run_cli(
         ["--input", tmp_path / "in", "--generator", generators[1], "--output-dir", tmp_path / "out"]
-        + ["--width", 48, "--height", 32],
+        + ["--width", 48, "--height", 32, "--palette", "train"],
         capsys,
     )
     assert code == 0
@@ -156,6 +157,29 @@ def test_palette_ade150_for_maps_written_and_read(generators, tmp_path, capsys):
                                   "map in the ade150 palette")  # fmt: skip
 
 
+def test_auto_palette_reads_each_map_as_what_it_is(generators, tmp_path, capsys):
+    """Without --palette, ade150 maps and training-palette maps (PNG and JPEG q90) in one folder are
+    each read in their own palette: the PNGs' photos equal the one made from the class-id PNG, and
+    the JPEGs (8-pixel blocks of saturated colours, a hard case) decode to the drawn ids but for a
+    few edge pixels."""
+    labels = block_labels(48, 64, seed=3, classes=(0, HIGH_CLASS, LOW_CLASS, 21, 30, 114, 125, 136))
+    save(labels, tmp_path / "in" / "ids.png")
+    for name, palette in (("ade", DISPLAY_PALETTE), ("train", TRAIN_PALETTE)):
+        save(palette.numpy()[labels], tmp_path / "in" / f"{name}_png.png")
+        Image.fromarray(palette.numpy()[labels]).save(tmp_path / "in" / f"{name}_jpg.jpg", quality=90)
+    code, out, _ = run_cli(["--input", tmp_path / "in", "--generator", generators[1], "--output-dir",
+                            tmp_path / "out", "--width", 64, "--height", 48], capsys)  # fmt: skip
+    assert code == 0
+    assert "coloured maps read as 2 ade150, 2 train" in out
+    reference = read(tmp_path / "out" / "ids_photo.png")
+    assert reference.min() == 0 and reference.max() == 255  # both output colours occur
+    for name in ("ade_png", "train_png"):
+        assert np.array_equal(read(tmp_path / "out" / f"{name}_photo.png"), reference), name
+    for name in ("ade_jpg", "train_jpg"):
+        ids, _ = read_input(tmp_path / "in" / f"{name}.jpg", "seg")
+        assert (ids.numpy() == labels).mean() > 0.97, name  # nearest colour: 0.81 (train), 0.76 (ade150)
+
+
 @pytest.fixture(scope="module")
 def class_generators(tmp_path_factory):
     return export_class_generators(tmp_path_factory.mktemp("class_gens"))
@@ -181,7 +205,7 @@ def test_classes_mode_seg_to_photo_takes_ids_or_colours(class_generators, tmp_pa
     labels = write_map_inputs(tmp_path / "in")
     code, out, _ = run_cli(
         ["--input", tmp_path / "in", "--generator", class_generators[1], "--output-dir", tmp_path / "out"]
-        + ["--width", 48, "--height", 32, "--channels", 1],
+        + ["--width", 48, "--height", 32, "--channels", 1, "--palette", "train"],
         capsys,
     )
     assert code == 0 and "seg -> photo (classes mode)" in out
