@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", *PALETTES),
         default="auto",
         help="colours of maps written (photo -> seg) and of coloured maps read (seg -> photo): train, the "
-        "palette the generators draw in; ade150, the common ADE20K display palette; or auto: write train, read "
-        "each map as train if all its colours are, else as ade150 if it decodes as such, else train",
+        "palette the generators draw in; ade150, the common ADE20K display palette; or auto (default): write "
+        "train, read each map in whichever of the two more of its pixels lie on",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
