@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for role, source, target in jobs:
         generator = run / f"{role}_gen_{last}.pt"
-        if args.layout == "folders":  # the seed's own flags, maps in the colours of its segmented/ folder
+        if args.layout == "folders":  # the seed's own flags; maps drawn in the colours of its segmented/
             flags = ["--image_file", str(source), "--dir_to_generator", str(generator), "--save_directory",
-                     str(target), "--file_width", "128", "--file_height", "96", "--palette", "ade150"]  # fmt: skip
+                     str(target), "--file_width", "128", "--file_height", "96"]  # fmt: skip
+            flags += ["--palette", "ade150"] if role == "real2seg" else []  # reading them, auto finds ade150
         else:
             flags = ["--input", str(source), "--generator", str(generator), "--output-dir", str(target),
                      "--width", "128", "--height", "96"]  # fmt: skip

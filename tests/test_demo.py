@@ -34,6 +34,7 @@ def test_demo_writes_generators_grids_and_translations(
     assert "done in" in output
     if layout == "folders":
         assert "folders layout" in output and "--palette auto chose ade150" in output
+        assert "coloured maps read as 8 ade150" in output  # generate's auto palette on segmented/ maps
         seg = np.asarray(Image.open(next((tmp_path / "translated" / "photo2seg").glob("*_seg.png"))))
         palette = {tuple(c) for c in DISPLAY_PALETTE.tolist()}
         assert {tuple(c) for c in np.unique(seg.reshape(-1, 3), axis=0).tolist()} <= palette
