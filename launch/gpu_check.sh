@@ -18,7 +18,8 @@
 #            model.seg_mode classes (151 logits, one-hot maps, Gumbel straight-through)
 #   sync     a steady-state stretch under torch.cuda.set_sync_debug_mode("error"), eager and compiled
 #   loader   the torch loader's nvJPEG path at batch 32 with 12 workers: alone, and feeding the step
-#   train    cyclegan-train (bf16, compile, batch 16) for $TRAIN_SECONDS (60) s ended by SIGTERM, then a
+#   train    cyclegan-train (configs/ade20k.yaml, so classes mode; bf16, compile, batch 16) for
+#            $TRAIN_SECONDS (60) s ended by SIGTERM, then a
 #            resume that must reach the next step (the SIGTERM run must exit 0: --preserve-status)
 # Files in $OUT (8 at most): ladder.json grid.json sync.json loader.json train.json table.md log.txt;
 # the table is printed last. SECTIONS="sync train" runs only those (the data set is always made).
