@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -256,6 +257,29 @@ def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
     script, env = _worker_script(shards, "live_workers", "print('one batch', flush=True)")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "one batch" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_evaluation_workers_end_with_each_pass_training_workers_stay(shards: Path) -> None:
+    """A training loader keeps its workers between epochs (no restart cost each epoch); an evaluation
+    loader, used once every ``train.eval_every`` epochs, frees them when its pass ends instead of
+    keeping idle processes alive for the whole run."""
+
+    def workers() -> list[multiprocessing.Process]:
+        return [p for p in multiprocessing.active_children() if p.daemon]
+
+    before = workers()
+    evaluation = _load(_cfg(shards, "torch"), train=False)
+    assert len(list(evaluation.epoch(0))) == 5
+    assert workers() == before
+    training = _load(_cfg(shards, "torch"))
+    assert list(training.epoch(0))
+    alive = [p for p in workers() if p not in before]
+    assert alive
+    assert list(training.epoch(1)) and all(p.is_alive() for p in alive)  # the same workers serve epoch 1
+    del training  # the DataLoader's iterator ends its persistent workers when collected
+    for process in alive:
+        process.join(timeout=20)
+    assert not any(p.is_alive() for p in alive)
 
 
 def test_workers_end_when_their_owner_is_killed(shards: Path) -> None:
