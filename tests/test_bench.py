@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cyclegan.bench.__main__ import main
-from cyclegan.bench.train import count_flops, peak_tflops
+from cyclegan.bench.train import StepSetup, count_flops, make_step, peak_tflops, synthetic_batch
 from cyclegan.config import Config
 from cyclegan.data.shard import main as shard_main
 from cyclegan.models import Discriminator, Generator
@@ -66,24 +67,24 @@ def test_train_ladder(shards: Path, tmp_path: Path) -> None:
             "--json", str(report_path)]  # fmt: skip
     assert main(args) == 0
     rows = json.loads(report_path.read_text())["rows"]
-    assert [row["name"] for row in rows] == list("abcdefgh")
+    assert [row["name"] for row in rows] == list("abcdefghi")  # (i): + EMA, the trainer's default 0.999
     first = rows[0]
     assert (first["batch"], first["precision"], first["compile"], first["data"], first["fused"]) == (
         1, "fp32", False, "seed-style", False)  # fmt: skip
     assert (first["cudnn_benchmark"], first["lambda_identity"]) == (False, 0.5)
-    setup_fields = ["batch", "precision", "compile", "data", "fused", "cudnn_benchmark", "lambda_identity"]
+    setup_fields = ["batch", "precision", "compile", "data", "fused", "cudnn_benchmark", "lambda_identity", "ema_decay"]
     for above, row in zip(rows, rows[1:], strict=False):  # one change per row
         assert sum(above[f] != row[f] for f in setup_fields) == 1, row["change"]
         assert row["vs_previous"] > 0 and row["vs_first"] > 0
     last = rows[-1]
     assert (last["batch"], last["precision"], last["compile"], last["data"], last["fused"]) == (
         2, "bf16", True, "torch", True)  # fmt: skip
-    assert last["lambda_identity"] == 0
+    assert last["lambda_identity"] == 0 and last["ema_decay"] == 0.999 and rows[-2]["ema_decay"] == 0
     for row in rows:
         assert row["steps"] == 2 and 0 <= row["data_wait_frac"] <= 1 and row["skipped_steps"] == 0
         assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 0.5)
     # Identity off: 4 generator passes instead of 6, so the FLOPs per pair drop by about a third.
-    assert 0.6 < last["tflop_per_pair"] / rows[-2]["tflop_per_pair"] < 0.75
+    assert 0.6 < rows[-2]["tflop_per_pair"] / rows[-3]["tflop_per_pair"] < 0.75
     # FLOPs lie between "every model forward once" and "forward + 2x backward".
     forward = 6 * _forward_flops(Generator(n_residual_blocks=1, ngf=4)) + 6 * _forward_flops(Discriminator(ndf=4))
     assert forward < first["tflop_per_pair"] * 1e12 < 3 * forward
@@ -117,6 +118,29 @@ def test_single_row_on_synthetic_batches(tmp_path: Path) -> None:
     assert any("convolution" in op for op in ops) and len(ops) <= 15
 
 
+def test_ema_row_averages_the_weights_the_step_trains() -> None:
+    """The bench's moving average follows the generators its step updates (not a copy of them), as the
+    trainer's does: after a step and an update the average has moved towards the trained weights."""
+    cfg = Config()
+    cfg.model.ngf, cfg.model.ndf, cfg.model.n_residual_blocks = 4, 4, 1
+    cfg.data.batch_size, cfg.data.crop_size = 2, 32
+    cfg.train.ema_decay = 0.5
+    setup = StepSetup("x", "", 2, "fp32", False, "synthetic", True, False, 0.0, ema_decay=0.5)
+    step, ema = make_step(cfg, setup, torch.device("cpu"))
+    assert ema is not None
+    trained, average = ema.sources["real2seg"], ema.averages["real2seg"]
+    initial = [p.detach().clone() for p in trained.parameters()]
+    step(synthetic_batch(2, 32, torch.device("cpu")))
+    assert _distance(trained.parameters(), initial) > 0  # the step trained the very modules the average reads
+    gap = _distance(average.parameters(), trained.parameters())
+    ema.update(1)
+    assert _distance(average.parameters(), trained.parameters()) < gap
+
+
+def _distance(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
+    return sum(float((x.detach() - y.detach()).abs().sum()) for x, y in zip(a, b, strict=True))
+
+
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
@@ -125,6 +149,7 @@ def test_single_row_on_synthetic_batches(tmp_path: Path) -> None:
         (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
         (["--loader", "pil"], "argument --loader: invalid choice: 'pil'"),
         (["--compile-mode", "reduce-overhead"], "argument --compile-mode: invalid choice: 'reduce-overhead'"),
+        (["--ema-decay", "1"], "argument --ema-decay: must be in [0, 1), got 1"),
     ],
 )
 def test_train_bad_arguments_exit_2(argument: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

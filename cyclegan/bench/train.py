@@ -8,6 +8,7 @@ one process, each row changing one thing from the row above, so every ratio has 
     (b) + this project's loader      (c) + fused Adam        (d) + cuDNN autotuning
     (e) + batch --batch              (f) + --precision (bf16) (g) + torch.compile
     (h) + lambda_id 0 (the paper's labels<->photo objective)
+    (i) + the generators' moving average (--ema-decay, train.ema_decay; the trainer's default 0.999)
 
 Rows (a) and (b) pay one host sync per step: without fused kernels the non-finite skip has to be
 decided on the host. The clock is read after synchronising the device at the two ends of the timed
@@ -24,12 +25,13 @@ import itertools
 import resource
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cyclegan.arguments import float_in
 from cyclegan.bench.loader import synthetic_shards
 from cyclegan.bench.report import report
 from cyclegan.bench.seed_style import seed_style_epochs
@@ -45,6 +47,7 @@ from cyclegan.build import (
 from cyclegan.config import Config
 from cyclegan.data import build_loader
 from cyclegan.data.catalog import read_split
+from cyclegan.ema import GeneratorEMA
 from cyclegan.step import StepStats, TrainStep
 
 PEAK_TFLOPS = {
@@ -93,6 +96,7 @@ class StepSetup:
     channels_last: bool = False
     compile_mode: str = "default"
     seg_mode: str = "rgb"
+    ema_decay: float = 0.0
 
 
 def ladder(args: argparse.Namespace) -> list[StepSetup]:
@@ -107,6 +111,8 @@ def ladder(args: argparse.Namespace) -> list[StepSetup]:
         ("g", "+ compile", {"compile": True, "compile_mode": args.compile_mode}),
         ("h", "+ lambda_id 0", {"lambda_identity": 0.0}),
     ]
+    if args.ema_decay:
+        changes.append(("i", f"+ EMA {args.ema_decay:g}", {"ema_decay": args.ema_decay}))
     rows = [row]
     for name, change, fields in changes:
         rows.append(dataclasses.replace(rows[-1], name=name, change=change, **fields))
@@ -117,7 +123,7 @@ def single(args: argparse.Namespace) -> StepSetup:
     """The one row the command-line options describe (the project's defaults otherwise)."""
     return StepSetup(
         "this project", "", args.batch, args.precision, args.compile, args.loader, True, True,
-        args.lambda_identity, args.channels_last, args.compile_mode, args.seg_mode,
+        args.lambda_identity, args.channels_last, args.compile_mode, args.seg_mode, args.ema_decay,
     )  # fmt: skip
 
 
@@ -147,6 +153,7 @@ def config_for(args: argparse.Namespace, setup: StepSetup, shards: Path | None) 
         compile=setup.compile,
         compile_mode=setup.compile_mode,
         channels_last=setup.channels_last,
+        ema_decay=setup.ema_decay,
     )
     return cfg
 
@@ -188,16 +195,19 @@ def _reset_accelerate() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def make_step(cfg: Config, setup: StepSetup, device: torch.device) -> TrainStep:
-    """The trainer's own pieces: models, optimizers, buffers, an Accelerator, the step."""
+def make_step(cfg: Config, setup: StepSetup, device: torch.device) -> tuple[TrainStep, GeneratorEMA | None]:
+    """The trainer's own pieces: models, optimizers, buffers, an Accelerator, the step, and with
+    ``train.ema_decay`` the generators' moving average, which the trainer updates after each step."""
     from accelerate import Accelerator
 
     _reset_accelerate()  # each row picks its own precision
     acc = Accelerator(mixed_precision=cfg.train.precision, cpu=device.type == "cpu")
     raw = build_models(cfg, acc.device)
+    ema = GeneratorEMA({"real2seg": raw.real2seg, "seg2real": raw.seg2real}, cfg.train.ema_decay) \
+        if cfg.train.ema_decay else None  # fmt: skip
     optimizers = build_optimizers(raw, cfg, fused=setup.fused)
     buffers = build_buffers(cfg)
-    return build_step(acc, prepare_models(acc, raw, cfg), optimizers, buffers, cfg)
+    return build_step(acc, prepare_models(acc, raw, cfg), optimizers, buffers, cfg), ema
 
 
 def count_flops(cfg: Config) -> int:
@@ -236,7 +246,15 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
     cfg = config_for(args, setup, shards)
     flops = count_flops(cfg)
     torch.backends.cudnn.benchmark = setup.cudnn_benchmark  # this row's choice, set in plain sight
-    step = make_step(cfg, setup, device)
+    train_step, ema = make_step(cfg, setup, device)
+    done = itertools.count(1)
+
+    def step(batch: dict[str, torch.Tensor]) -> Any:
+        out = train_step(batch)
+        if ema is not None:
+            ema.update(next(done))
+        return out
+
     stats = StepStats(device)
     source = batches(setup, cfg, device)
     for _ in range(args.warmup):  # compilation, cuDNN autotuning, worker start-up, buffers filling
@@ -285,7 +303,9 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
     return row
 
 
-def profile(step: TrainStep, stats: StepStats, source: Iterable, device: torch.device, steps: int) -> list[dict]:
+def profile(
+    step: Callable[[dict[str, torch.Tensor]], Any], stats: StepStats, source: Iterable, device: torch.device, steps: int
+) -> list[dict]:
     """``torch.profiler`` over a few more steady steps, reduced to the busiest kernels."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -330,6 +350,7 @@ COLUMNS = [
     ("data", "data", ""),
     ("lambda_identity", "lambda_id", "g"),
     ("seg_mode", "seg mode", ""),
+    ("ema_decay", "EMA", "g"),
     ("pairs_per_s", "pairs/s", ".2f"),
     ("vs_previous", "x above", ".2f"),
     ("vs_first", "x (a)", ".2f"),
@@ -354,6 +375,9 @@ def add_arguments(p: argparse.ArgumentParser, positive: Any, non_negative: Any) 
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC layout")
     p.add_argument("--lambda-identity", type=float, default=0.0, help="identity weight, fraction of lambda_cyc")
     p.add_argument("--seg-mode", choices=["rgb", "classes"], default="rgb", help="model.seg_mode (not the ladder's)")
+    p.add_argument("--ema-decay", type=float_in(0, 1), default=0.999,
+                   help="train.ema_decay: the generators' moving average, updated after each step as the trainer "
+                   "does (0: off); the ladder adds it as row (i)")  # fmt: skip
     p.add_argument("--steps", type=positive, default=20, help="timed steps per row")
     p.add_argument("--warmup", type=non_negative, default=3, help="untimed steps first (compile, autotuning)")
     p.add_argument("--loader", choices=DATA_SOURCES, default="synthetic",
