@@ -12,7 +12,7 @@
 # In order of priority, each section
 # inside what is left of $BUDGET seconds (default 480) and writing its JSON to $OUT as soon as it ends,
 # so a timeout loses only the section that was running:
-#   ladder   cyclegan-bench train --ladder at 256²: rows (a)-(h), the project loader at batch 16
+#   ladder   cyclegan-bench train --ladder at 256²: rows (a)-(i), the project loader at batch 16
 #   grid     bf16 x {eager, compile} x batch {16, 32} on synthetic batches (pure compute); the compiled
 #            batch-16 row carries a torch.profiler table of the top kernels; then that row again in
 #            model.seg_mode classes (151 logits, one-hot maps, Gumbel straight-through)
@@ -101,7 +101,7 @@ shards=$data/shards
 
 common="--size $size $model --steps $steps --workers $workers"
 if wanted ladder; then
-    bench ladder 220 train --ladder $common --batch "$batch" --loader torch --shards "$shards"
+    bench ladder 250 train --ladder $common --batch "$batch" --loader torch --shards "$shards"
     collect ladder ladder
 fi
 

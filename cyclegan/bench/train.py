@@ -100,7 +100,7 @@ class StepSetup:
 
 
 def ladder(args: argparse.Namespace) -> list[StepSetup]:
-    """Rows (a)-(h): each one field changed from the row above."""
+    """Rows (a)-(h), and (i) with --ema-decay > 0: each one field changed from the row above."""
     row = StepSetup("a", "official-style", 1, "fp32", False, "seed-style", False, False, 0.5)
     changes = [
         ("b", "+ project loader", {"data": args.loader if args.loader != "synthetic" else "auto"}),
@@ -366,7 +366,7 @@ COLUMNS = [
 
 def add_arguments(p: argparse.ArgumentParser, positive: Any, non_negative: Any) -> None:
     """The ``train`` subcommand's options (argparse types from the CLI module)."""
-    p.add_argument("--ladder", action="store_true", help="run rows (a)-(h), each changing one thing")
+    p.add_argument("--ladder", action="store_true", help="run rows (a)-(i), each changing one thing")
     p.add_argument("--size", type=positive, default=256, help="crop side")
     p.add_argument("--batch", type=positive, default=16, help="batch (the ladder's rows e-h)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16", help="(the ladder's rows f-h)")
