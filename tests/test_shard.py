@@ -590,18 +590,41 @@ def test_val_fraction_is_seeded_and_the_same_whatever_the_workers(seed_folders, 
 
 
 def test_folders_with_full_release_maps(full_dataset: Path, tmp_path: Path, capsys) -> None:
+    """The full release's files copied flat, names kept (ADE_train_X.jpg, ADE_train_X_seg.png): the
+    error says which --map-suffix pairs them; with it, the samples equal the full layout's."""
     photos, maps = tmp_path / "photos", tmp_path / "maps"
     photos.mkdir(), maps.mkdir()
     for photo in (full_dataset / "images" / "ADE" / "training").rglob("*.jpg"):
         shutil.copy(photo, photos / photo.name)
-        shutil.copy(photo.with_name(f"{photo.stem}_seg.png"), maps / f"{photo.stem}.png")
+        shutil.copy(photo.with_name(f"{photo.stem}_seg.png"), maps)
     class_map = str(full_dataset / CLASS_MAP_FILE)
     args = ["--photos", str(photos), "--segmentations", str(maps), "--val-fraction", "0", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "unpaired"), "--class-map", class_map]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"cyclegan-shard: error: {photos} and {maps}: no usable training pairs; ")
+    assert line.endswith("pairs need the same name before the extension, or pass --map-suffix _seg")
+    args += ["--map-suffix", "_seg"]
     assert main([*args, "--out", str(tmp_path / "folders"), "--class-map", class_map]) == 0
     assert "--palette auto chose full" in capsys.readouterr().out
+    assert manifest(tmp_path / "folders")["options"]["map_suffix"] == "_seg"
     assert run(full_dataset, tmp_path / "full", "--class-map", class_map, "--splits", "training") == 0
     # the full layout lists photos by scene folder, so the shuffle differs; the samples do not
     assert sorted(members(tmp_path / "folders", "training")) == sorted(members(tmp_path / "full", "training"))
+
+
+def test_folders_of_subfolders_get_a_hint(seed_folders, tmp_path: Path, capsys) -> None:
+    """Pointing the folders layout at ADE20K-style split folders (images/training/...) names them."""
+    source, _ = seed_folders
+    nested = tmp_path / "nested"
+    shutil.copytree(source / "images", nested / "images" / "training")
+    shutil.copytree(source / "segmented", nested / "segmented" / "training")
+    args = ["--photos", str(nested / "images"), "--segmentations", str(nested / "segmented"), "--out",
+            str(tmp_path / "o"), "--workers", "1"]  # fmt: skip
+    assert main(args) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    images = nested / "images"
+    assert line.endswith(f"no usable training pairs; {images} holds no images, only folders (training); the folders "
+                         f"layout reads flat folders: name one, e.g. {images / 'training'}")  # fmt: skip
 
 
 def test_strict_stops_at_an_unpaired_file(seed_folders, tmp_path: Path, capsys) -> None:
@@ -642,6 +665,7 @@ def test_palette_auto_refuses_maps_it_cannot_place(seed_folders, tmp_path: Path,
         (["--photos", "{p}/nowhere", "--segmentations", "{s}"], "nowhere: no such folder"),
         (["--root", "{p}", "--palette", "ade150"], "--palette: for --layout folders only"),
         (["--root", "{p}", "--layout", "scene-parsing", "--photos", "{p}"], "--photos: for --layout folders only"),
+        (["--root", "{p}", "--map-suffix", "_seg"], "--map-suffix: for --layout folders only"),
         (["--layout", "folders"], "needs both --photos DIR"),
         ([], "--root DIR is required"),
     ],

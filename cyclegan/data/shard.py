@@ -29,10 +29,11 @@ as R / 10 * 256 + G (B = instance) over ~3,000 classes; the map says which becom
 150 classes, anything unmapped becomes 0. JSON ``{"2978": 3, "1831": 2}`` or a two-column
 CSV ``full_id,ade150_id`` (an optional header row).
 
-The folders layout. Photos and maps pair by file stem; unpaired files, stems naming two files on
-one side and non-image files are skipped and listed (the manifest's ``unpaired`` names the files
-without a partner). ``--palette`` says how the maps encode classes (``ade150`` colours, ``full``
-R / 10 * 256 + G with a class map, ``ids``; ``auto`` looks at a sample and prints its choice), and
+The folders layout. Photos and maps pair by file stem (or map stem = photo stem + ``--map-suffix``,
+e.g. ``_seg``); unpaired files, stems naming two files on one side and non-image files are
+skipped and listed (the manifest's ``unpaired`` names the files without a partner). ``--palette``
+says how the maps encode classes (``ade150`` colours, ``full`` R / 10 * 256 + G with a class map,
+``ids``; ``auto`` looks at a sample and prints its choice), and
 :mod:`cyclegan.label_maps` decodes them, snapping JPEG noise and skipping maps with more than
 ``--max-unknown`` pixels in no palette colour. The validation split is ``--val-fraction`` of the
 pairs, those whose keys hash lowest with the seed, or the pairs of ``--val-photos`` and
@@ -260,13 +261,19 @@ def _scene_categories(path: Path) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if len(line.split()) == 2)
 
 
-def pair_folders(photos: Path, maps: Path, split: str) -> tuple[list[Source], list[BadInput]]:
+def pair_folders(photos: Path, maps: Path, split: str, map_suffix: str = "") -> tuple[list[Source], list[BadInput]]:
     """The folders layout: photos and segmentation maps in two flat folders, paired by file stem
-    (``a.jpg`` with ``a.png``; any extension PIL reads). Unpaired files, files of other types and
-    stems that name two files on one side are skipped and listed."""
+    (``a.jpg`` with ``a.png``, or with ``a<map_suffix>.png``; any extension PIL reads). Unpaired
+    files, files of other types and stems that name two files on one side are skipped and listed."""
     photo_files, problems = _images_by_stem(photos, "photo")
     map_files, map_problems = _images_by_stem(maps, "segmentation map")
     problems += map_problems
+    if map_suffix:
+        for stem, path in sorted(map_files.items()):
+            if not stem.endswith(map_suffix) or stem == map_suffix:
+                del map_files[stem]
+                problems.append(BadInput(path, f"name does not end in {map_suffix!r} (--map-suffix)", unpaired=True))
+        map_files = {stem.removesuffix(map_suffix): path for stem, path in map_files.items()}
     pairs = []
     for stem in sorted(photo_files.keys() | map_files.keys()):
         photo, annotation = photo_files.get(stem), map_files.get(stem)
@@ -278,6 +285,29 @@ def pair_folders(photos: Path, maps: Path, split: str) -> tuple[list[Source], li
             pairs.append((photo, annotation, None))
     sources, duplicates = _keyed(split, pairs)
     return sources, problems + duplicates
+
+
+def no_pairs_reason(photos: Path, maps: Path) -> str:
+    """Why two folders gave no pairs, for the error line: a folder of subfolders (the layout reads
+    flat folders), an empty one, or names that do not match (with an example from each side, and
+    the ``--map-suffix`` that would pair them when map names extend photo names)."""
+    stems = {}
+    for folder in (photos, maps):
+        images, _ = _images_by_stem(folder, "file")
+        if not images:
+            subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if subfolders:
+                return (f"{folder} holds no images, only folders ({', '.join(subfolders[:4])}); the folders layout "
+                        f"reads flat folders: name one, e.g. {folder / subfolders[0]}")  # fmt: skip
+            return f"{folder} holds no images"
+        stems[folder] = images
+    photo, annotation = (min(stems[photos].values()), min(stems[maps].values()))
+    reason = (f"{len(stems[photos])} photos and {len(stems[maps])} maps, but no file stem in both (photo "
+              f"{photo.name}, map {annotation.name}): pairs need the same name before the extension")  # fmt: skip
+    extended = [stem for stem in stems[photos] if annotation.stem.startswith(stem) and annotation.stem != stem]
+    if extended:
+        reason += f", or pass --map-suffix {annotation.stem[len(max(extended, key=len)):]}"
+    return reason
 
 
 def _images_by_stem(folder: Path, what: str) -> tuple[dict[str, Path], list[BadInput]]:
@@ -585,11 +615,12 @@ def find_all_sources(args: argparse.Namespace, dataset: Path, layout: str) -> di
     """Split name -> (its inputs in path order, the inputs that cannot be used)."""
     if layout != FOLDERS:
         return {split: find_sources(dataset, layout, split) for split in args.splits}
-    training, problems = pair_folders(args.photos, args.segmentations, "training")
+    suffix = args.map_suffix or ""
+    training, problems = pair_folders(args.photos, args.segmentations, "training", suffix)
     if args.val_photos is not None:
         return {
             "training": (training, problems),
-            "validation": pair_folders(args.val_photos, args.val_segmentations, "validation"),
+            "validation": pair_folders(args.val_photos, args.val_segmentations, "validation", suffix),
         }
     training, validation = split_off_validation(training, args.val_fraction, args.seed)
     return {"training": (training, problems), **({"validation": (validation, [])} if validation else {})}
@@ -627,9 +658,12 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
     for split, (sources, problems[split]) in found.items():
         if problems[split] and args.strict:
             raise problems[split][0]
+        if not sources and layout == FOLDERS:
+            photos, maps = (args.val_photos, args.val_segmentations) if split == "validation" else \
+                (args.photos, args.segmentations)  # fmt: skip
+            raise ShardError(f"{photos} and {maps}: no usable {split} pairs; {no_pairs_reason(photos, maps)}")
         if not sources:
-            where = dataset if layout != FOLDERS else f"{args.photos} and {args.segmentations}"
-            raise ShardError(f"{where}: no usable {split} photos" + (" with maps" if layout == FOLDERS else ""))
+            raise ShardError(f"{dataset}: no usable {split} photos")
         plans[split] = {
             f"{split}-{i:06d}": tuple(chunk)
             for i, chunk in enumerate(plan_split(sources, split, args.seed, args.limit, args.samples_per_shard))
@@ -653,6 +687,7 @@ def shard(args: argparse.Namespace, dataset: Path, layout: str) -> int:
             "snap_tolerance": decoder.tolerance,
             "max_unknown": decoder.max_unknown,
             "val_fraction": None if args.val_photos is not None else args.val_fraction,
+            "map_suffix": args.map_suffix or "",
         }
     planned = "".join(
         f"{name} {s.key} {s.photo.relative_to(dataset).as_posix()} {s.annotation.relative_to(dataset).as_posix()}\n"
@@ -795,6 +830,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-photos", type=Path, metavar="DIR", help="validation photos, instead of --val-fraction (default: none)")
     add("--val-segmentations", type=Path, metavar="DIR", help="their segmentation maps (default: none)")
     add(
+        "--map-suffix",
+        metavar="S",
+        help="map names extend photo names by S: with _seg, ADE_train_00000001_seg.png pairs with "
+        "ADE_train_00000001.jpg (default: none, the same stem)",
+    )
+    add(
         "--palette",
         choices=("auto", *PALETTES),
         default="auto",
@@ -841,7 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_FOLDER_FLAGS = ("photos", "segmentations", "val_photos", "val_segmentations", "val_fraction")
+_FOLDER_FLAGS = ("photos", "segmentations", "val_photos", "val_segmentations", "val_fraction", "map_suffix")
 
 
 def _check_folders(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
