@@ -67,6 +67,11 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """JSON to a temporary sibling, fsync, then rename over ``path``: a reader sees the old or the new file."""
+    return _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
 def _atomic_write(path: str | Path, write: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +382,7 @@ class CheckpointManager:
                                       "process sees")  # fmt: skip
         record = {"format": FORMAT, "step": step, "world_size": self.world_size, "files": files,
                   "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}  # fmt: skip
-        _atomic_write(folder / COMMIT, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+        atomic_write_json(record, folder / COMMIT)
 
     def _prune(self) -> None:
         """Keep the newest ``keep`` checkpoints; drop older ones and older incomplete folders."""

@@ -9,7 +9,7 @@ Three encodings (``--palette`` of ``cyclegan-shard`` and ``cyclegan-generate``):
   mapped to the 150 by a class map (anything unmapped is 0). Never from a JPEG either: the
   encoding has no slack for compression noise.
 * ``ade150``: RGB colours of the common 150-class ADE20K display palette
-  (:data:`cyclegan.palette.DISPLAY_PALETTE`, black = unlabeled). Colour maps are often JPEGs,
+  (:data:`cyclegan.ade150.DISPLAY_COLOURS`, black = unlabeled). Colour maps are often JPEGs,
   so colours that are not exact are snapped, see below.
 
 Snapping (``ade150``). The display palette has colours only 7.1 apart (class 10 (4, 250, 7) and
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from cyclegan.palette import CLASS_NAMES, DISPLAY_PALETTE, NUM_CLASSES
+from cyclegan.ade150 import CLASS_NAMES, DISPLAY_COLOURS, NUM_CLASSES
 
 PALETTES = ("ade150", "full", "ids")
 FULL_ID_COUNT = (255 // 10 + 1) * 256
@@ -61,7 +61,7 @@ ON_PALETTE_RADIUS = 4.0
 DEFAULT_MAX_UNKNOWN = 0.01
 ID_MODES = ("L", "P", "I", "I;16")
 
-_ADE150 = DISPLAY_PALETTE.numpy().astype(np.int64)
+_ADE150 = DISPLAY_COLOURS.astype(np.int64)
 _CHUNK = 512  # distinct colours per distance product: small enough that BLAS runs it on one thread
 
 

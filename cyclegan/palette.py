@@ -15,29 +15,14 @@ Two palettes, both indexed by class id (0 = unlabeled, 1..150 = ``CLASS_NAMES[id
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import torch
 
-_DATA = json.loads(resources.files("cyclegan").joinpath("ade20k_150.json").read_text())
+from cyclegan.ade150 import CLASS_NAMES, DISPLAY_COLOURS, IGNORE_INDEX, NUM_CLASSES, TRAIN_COLOURS
 
-NUM_CLASSES = 150
-CLASS_NAMES: tuple[str, ...] = tuple(_DATA["classes"])
-IGNORE_INDEX = 0
+__all__ = ["CLASS_NAMES", "DISPLAY_PALETTE", "IGNORE_INDEX", "NUM_CLASSES", "TRAIN_PALETTE"]
 
-DISPLAY_PALETTE = torch.tensor([[0, 0, 0], *_DATA["palette"]], dtype=torch.uint8)
-
-
-def _grid_palette() -> torch.Tensor:
-    colours = [(0, 0, 0)]
-    for k in range(1, NUM_CLASSES + 1):
-        point = (k - 1) * 97 % 215 + 1
-        colours.append((point // 36 * 51, point // 6 % 6 * 51, point % 6 * 51))
-    return torch.tensor(colours, dtype=torch.uint8)
-
-
-TRAIN_PALETTE = _grid_palette()
+DISPLAY_PALETTE = torch.tensor(DISPLAY_COLOURS)
+TRAIN_PALETTE = torch.tensor(TRAIN_COLOURS)
 
 
 def class_labels() -> dict[int, str]:

@@ -20,6 +20,7 @@ import torch
 
 import cyclegan.checkpoint
 import cyclegan.train
+import cyclegan.trainer
 
 record_dir = Path(os.environ["CYCLEGAN_TEST_RECORD"])
 rank = int(os.environ.get("RANK", "0"))
@@ -33,7 +34,7 @@ who, _, at = plan.partition("@")
 sender = 0 if who == "group" else int(who[4:]) if who.startswith("rank") else -1
 signal_at = int(at) if rank == sender else 0
 
-real_build_loader = cyclegan.train.build_loader
+real_build_loader = cyclegan.trainer.build_loader
 
 
 class RecordingLoader:
@@ -65,7 +66,7 @@ def export_network(model, role, path, epoch, **kwargs):
     return real_export(model, role, path, epoch, **kwargs)
 
 
-real_close = cyclegan.train.Trainer.close
+real_close = cyclegan.trainer.Trainer.close
 
 
 def close(self) -> None:
@@ -75,9 +76,9 @@ def close(self) -> None:
 
 
 if __name__ == "__main__":  # loader workers start from a fork server, which imports this file again
-    cyclegan.train.build_loader = build_loader
+    cyclegan.trainer.build_loader = build_loader
     cyclegan.checkpoint.export_network = export_network
-    cyclegan.train.Trainer.close = close
+    cyclegan.trainer.Trainer.close = close
 
     record_dir.mkdir(parents=True, exist_ok=True)
     (record_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # lets a test signal one rank

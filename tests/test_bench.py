@@ -179,7 +179,7 @@ def test_peak_table_by_gpu_name(gpu: str, precision: str, peak: float | None, mo
 def test_training_path_imports_no_optional_packages() -> None:
     """GPU hosts may lack webdataset, W&B and DALI: the trainer and benchmarks must import without them."""
     code = (
-        "import sys, cyclegan.bench, cyclegan.train; "
+        "import sys, cyclegan.bench, cyclegan.trainer; "
         "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from cyclegan.config import DataConfig
-from cyclegan.data import CorruptSampleError, LoaderError, build_loader, choose_loader
-from cyclegan.data.catalog import read_split
+from cyclegan.data.catalog import CorruptSampleError, LoaderError, read_split
+from cyclegan.data.loader import build_loader, choose_loader
 from cyclegan.data.shard import _add_member
 from cyclegan.data.shard import main as shard_main
 from cyclegan.palette import ids_to_seg
@@ -237,7 +237,7 @@ def _worker_script(shards: Path, name: str, then: str) -> tuple[Path, dict[str, 
     code = (
         "import multiprocessing, time\n"
         "from cyclegan.config import DataConfig\n"
-        "from cyclegan.data import build_loader\n"
+        "from cyclegan.data.loader import build_loader\n"
         "if __name__ == '__main__':\n"
         f"    cfg = DataConfig(shards={str(shards)!r}, loader='torch', load_size=40, crop_size=32, batch_size=2,"
         " num_workers=2)\n"

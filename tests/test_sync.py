@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from train_helpers import make_shards, tiny_args
 
 from cyclegan.config import load_config
-from cyclegan.train import Trainer
+from cyclegan.trainer import Trainer
 
 aten = torch.ops.aten
 SYNCING_OPS = {

@@ -26,7 +26,7 @@ from train_helpers import (
 from cyclegan import checkpoint
 from cyclegan.build import build_models
 from cyclegan.config import load_config
-from cyclegan.data import build_loader
+from cyclegan.data.loader import build_loader
 from cyclegan.evaluate import evaluate_segmentation
 from cyclegan.palette import CLASS_NAMES
 from cyclegan.seg_encoding import ClassEncoding
@@ -222,3 +222,5 @@ def test_corrupt_shard_is_one_line(shards: Path, tmp_path: Path, capsys: pytest.
     assert main(tiny_args(copy, tmp_path / "run")) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the closed progress bar
     assert last.startswith("cyclegan-train: error: ") and "training-000001.tar: " in last
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and status["reason"] == last.removeprefix("cyclegan-train: error: ")

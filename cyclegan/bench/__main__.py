@@ -11,7 +11,7 @@ from cyclegan.arguments import non_negative_int as non_negative
 from cyclegan.arguments import positive_int as positive
 from cyclegan.bench import loader, maps, modes, train
 from cyclegan.bench.report import print_table, write_json
-from cyclegan.data import LoaderError
+from cyclegan.data.catalog import LoaderError
 
 PROG = "cyclegan-bench"
 

@@ -22,8 +22,8 @@ import torch
 from cyclegan.bench.report import report, summarise
 from cyclegan.bench.seed_style import seed_style_epochs
 from cyclegan.config import DataConfig
-from cyclegan.data import LoaderError, build_loader
-from cyclegan.data.catalog import read_split
+from cyclegan.data.catalog import LoaderError, read_split
+from cyclegan.data.loader import build_loader
 
 LOADERS = ("dali", "torch", "seed-style")
 

@@ -65,7 +65,7 @@ def seed_style_epochs(cfg: DataConfig, samples: list[Sample]) -> Callable[[int],
             generator=torch.Generator().manual_seed(number),
             num_workers=cfg.num_workers,
             drop_last=True,
-            multiprocessing_context=worker_context() if cfg.num_workers else None,
+            multiprocessing_context=worker_context(__name__) if cfg.num_workers else None,
         )
 
     return epoch

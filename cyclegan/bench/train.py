@@ -45,8 +45,8 @@ from cyclegan.build import (
     seg_encoding,
 )
 from cyclegan.config import Config
-from cyclegan.data import build_loader
 from cyclegan.data.catalog import read_split
+from cyclegan.data.loader import build_loader
 from cyclegan.ema import GeneratorEMA
 from cyclegan.step import StepStats, TrainStep
 

@@ -22,11 +22,14 @@ import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cyclegan.config import DataConfig
+
+if TYPE_CHECKING:  # torch is the loaders' business; the sharder reads this module without it
+    import torch
 
 MANIFEST = "manifest.json"
 PHOTO, LABEL = "jpg", "label.png"
@@ -71,13 +74,13 @@ class ShardLoader:
         *,
         rank: int,
         world_size: int,
-        device: torch.device | str,
+        device: torch.device,
         seed: int,
         train: bool,
         coloured: bool = True,
     ) -> None:
         self.split, self.cfg = split, cfg
-        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.rank, self.world_size, self.device = rank, world_size, device
         self.seed, self.train = seed, train
         self.coloured = coloured
         """Whether batches carry ``seg`` (the label in the training palette); classes mode needs ``label`` only."""
@@ -164,15 +167,17 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0] >> 2)
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
+def worker_context(module: str) -> multiprocessing.context.BaseContext:
     """Worker processes start from a clean fork server, not by forking the caller: a process that
     runs DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever. The server
-    imports this package once, so each worker starts in milliseconds, and ignores SIGTERM (see
-    :mod:`cyclegan.data.worker_signals`), so a signal sent to the whole job reaches only the parent."""
+    imports ``module`` (where the workers' code lives) once, so each worker starts in milliseconds,
+    and ignores SIGTERM (see :mod:`cyclegan.data.worker_signals`), so a signal sent to the whole job
+    reaches only the parent. A process has one fork server: the first caller's ``module`` is preloaded,
+    and a later caller's workers import what else they need themselves."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")  # Windows
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["cyclegan.data", "cyclegan.data.worker_signals"])
+    context.set_forkserver_preload([module, "cyclegan.data.worker_signals"])
     global _exit_hook_registered
     if not _exit_hook_registered:
         # Registered after multiprocessing's own exit hook, so it runs before it (atexit is LIFO).

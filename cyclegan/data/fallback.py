@@ -227,7 +227,7 @@ class TorchLoader(ShardLoader):
                 pin_memory=self.gpu_decode,
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0 and self.train,  # an evaluation pass every N epochs frees its workers
-                multiprocessing_context=worker_context() if workers else None,
+                multiprocessing_context=worker_context("cyclegan.data.fallback") if workers else None,
                 worker_init_fn=functools.partial(_end_with_owner, os.getpid()),
             )
         return self._loader

@@ -81,6 +81,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from cyclegan.ade150 import NUM_CLASSES
 from cyclegan.arguments import float_in, positive_int
 from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, worker_context
 from cyclegan.label_maps import (
@@ -94,7 +95,6 @@ from cyclegan.label_maps import (
     describe_duplicates,
     guess_palette,
 )
-from cyclegan.palette import NUM_CLASSES
 
 FORMAT = "cyclegan-shard/1"
 SPLITS = ("training", "validation")
@@ -591,7 +591,10 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
     if workers == 1 or len(jobs) <= 1:
         yield from map(write_shard, jobs)
         return
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=_ignore_sigint)
+    # The fork server preloads what the workers decode with; this module itself may be __main__
+    # (python -m), which multiprocessing imports into each worker under its own name.
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context("cyclegan.label_maps"),
+                               initializer=_ignore_sigint)
     try:
         for future in as_completed([pool.submit(write_shard, job) for job in jobs]):
             yield future.result()

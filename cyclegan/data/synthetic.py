@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cyclegan.palette import CLASS_NAMES, DISPLAY_PALETTE
+from cyclegan.ade150 import CLASS_NAMES, DISPLAY_COLOURS
 
 SCENE_PARSING_DIR = "ADEChallengeData2016"
 FULL_DIR = "ADE20K_2021_17_01"
@@ -110,7 +110,7 @@ def make_synthetic_ade20k(
             elif layout == "folders":
                 photos, maps = (dataset / name for name in FOLDER_NAMES[split])
                 _save(photo, photos / f"{stem}.jpg", quality=90)
-                colours = Image.fromarray(DISPLAY_PALETTE.numpy()[labels])
+                colours = Image.fromarray(DISPLAY_COLOURS[labels])
                 quality = {"quality": MAP_JPEG_QUALITY} if map_format == "jpg" else {}
                 _save(colours, maps / f"{stem}.{map_format}", **quality)
             else:
