@@ -22,7 +22,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -104,21 +103,25 @@ class _PairDataset(Dataset):
 
 
 def _end_with_owner(owner: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT, and ends when the process
-    that owns the loader (pid ``owner``) is gone.
+    """DataLoader ``worker_init_fn``: the worker ends when the process that owns the loader (pid
+    ``owner``) asks it to or is gone, and outlives every other SIGTERM and SIGINT.
 
     Clusters and ``timeout`` signal the whole process group; a worker killed by that SIGTERM (or by the
     SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited unexpectedly".
-    Set here as well as inherited from the fork server (:mod:`cyclegan.data.worker_signals`), since
-    DataLoader workers install handlers of their own. Ignoring SIGTERM also removes the usual way a
-    worker learns that its owner died (DataLoader's own watchdog watches the fork server, which in turn
-    lives as long as its workers), so a thread checks every second that the owner is still there."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    So SIGTERM is blocked here and a thread takes it with ``sigtimedwait``, which names the sender: the
+    owner's SIGTERM (DataLoader's ``terminate()`` of a worker that did not stop when told, as after an
+    epoch left by an error) ends the worker, anyone else's is dropped. Ignoring SIGTERM outright would
+    leave such a worker alive until its owner exits. The same thread checks every second that the owner
+    is still there: DataLoader's own watchdog watches the fork server, which lives as long as its workers."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before SIG_DFL: no moment it could kill
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ignored (the fork server's) would discard it unseen
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
-            time.sleep(1.0)
+            sent = signal.sigtimedwait({signal.SIGTERM}, 1.0)
+            if sent is not None and sent.si_pid == owner:
+                os._exit(0)  # the owner's DataLoader ends the worker
             try:
                 os.kill(owner, 0)
             except ProcessLookupError:
