@@ -83,6 +83,8 @@ def test_train_ladder(shards: Path, tmp_path: Path) -> None:
     for row in rows:
         assert row["steps"] == 2 and 0 <= row["data_wait_frac"] <= 1 and row["skipped_steps"] == 0
         assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 0.5)
+        # Every compiled row really ran compiled (each from an empty cache) and compiled nothing while timed.
+        assert (row["graphs"] > 0) == row["compile"] and row["timed_recompiles"] == 0, row["name"]
     # Identity off: 4 generator passes instead of 6, so the FLOPs per pair drop by about a third.
     assert 0.6 < rows[-2]["tflop_per_pair"] / rows[-3]["tflop_per_pair"] < 0.75
     # FLOPs lie between "every model forward once" and "forward + 2x backward".

@@ -15,6 +15,8 @@ decided on the host. The clock is read after synchronising the device at the two
 window only; ``--sync-debug`` runs that window under ``torch.cuda.set_sync_debug_mode("error")``,
 so any host sync in a steady step fails the row. FLOPs are counted once per row on the ``meta``
 device over the step's own forward and backward code: no memory, no GPU, independent of precision.
+A compiled row starts from an empty compile cache; ``graphs`` counts what it compiled, and a row that
+compiled during its timed steps says so (its time includes compiling: raise ``--warmup``).
 """
 
 from __future__ import annotations
@@ -246,6 +248,10 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
     cfg = config_for(args, setup, shards)
     flops = count_flops(cfg)
     torch.backends.cudnn.benchmark = setup.cudnn_benchmark  # this row's choice, set in plain sight
+    if setup.compile:
+        # The rows above compiled the same forward code for other modules: without a reset dynamo's
+        # per-function recompile limit (8) would soon run this row's networks eagerly, unannounced.
+        torch.compiler.reset()
     train_step, ema = make_step(cfg, setup, device)
     done = itertools.count(1)
 
@@ -257,8 +263,10 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
 
     stats = StepStats(device)
     source = batches(setup, cfg, device)
+    graphs_before = compiled_graphs()
     for _ in range(args.warmup):  # compilation, cuDNN autotuning, worker start-up, buffers filling
         stats.add(step(next(source)))
+    graphs_warm = compiled_graphs()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -288,7 +296,12 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
         tflop_per_pair=flops / 1e12 / setup.batch,
         achieved_tflops=flops * args.steps / wall / 1e12,
         skipped_steps=stats.means()[1],
+        graphs=compiled_graphs() - graphs_before,
+        timed_recompiles=compiled_graphs() - graphs_warm,
     )
+    if row["timed_recompiles"]:
+        print(f"  warning: row {setup.name} compiled {row['timed_recompiles']} graph(s) during its timed steps; "
+              "raise --warmup", flush=True)  # fmt: skip
     if debug:
         row["sync_debug"] = "passed"
     peak = peak_tflops(device, setup.precision, args.peak_tflops)
@@ -301,6 +314,13 @@ def measure(args: argparse.Namespace, setup: StepSetup, shards: Path | None) -> 
     if args.profile_steps:
         row["profile"] = profile(step, stats, source, device, args.profile_steps)
     return row
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (dynamo's own counter)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def profile(
@@ -351,6 +371,7 @@ COLUMNS = [
     ("lambda_identity", "lambda_id", "g"),
     ("seg_mode", "seg mode", ""),
     ("ema_decay", "EMA", "g"),
+    ("graphs", "graphs", "d"),
     ("pairs_per_s", "pairs/s", ".2f"),
     ("vs_previous", "x above", ".2f"),
     ("vs_first", "x (a)", ".2f"),
