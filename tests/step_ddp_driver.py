@@ -1,8 +1,7 @@
 """Two processes (gloo) run the project's TrainStep over DDP-wrapped tiny models; rank 1's first
-batch holds a NaN. Each rank records its weights after each step into ``$1/rank{N}.pt``."""
+batch holds a NaN. Each rank records its weights after each step into ``<folder>/rank{N}.pt``;
+``train_helpers.fork_ranks`` starts the ranks."""
 
-import os
-import sys
 from pathlib import Path
 
 import torch
@@ -19,7 +18,9 @@ def weights(models: CycleGANModels) -> dict[str, list[torch.Tensor]]:
     return {name: [p.detach().clone() for p in m.parameters()] for name, m in vars(models).items()}
 
 
-def main() -> None:
+def run(argv: list[str]) -> int:
+    """Two steps on this rank (``RANK``/``WORLD_SIZE``/``MASTER_*`` from the environment); the record
+    goes into the folder ``argv[0]``."""
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
@@ -41,10 +42,6 @@ def main() -> None:
         record["skipped"].append(outcome.skipped.item())
         record["after"].append(weights(raw))
         record.setdefault("buffer_valid", []).append(step.photo_buffer.valid.clone())
-    torch.save(record, Path(sys.argv[1]) / f"rank{rank}.pt")
+    torch.save(record, Path(argv[0]) / f"rank{rank}.pt")
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main()
+    return 0

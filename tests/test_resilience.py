@@ -19,6 +19,7 @@ from train_helpers import (
     REPO,
     ROLES,
     accelerate_cmd,
+    fork_ranks,
     free_port,
     run_group,
     same_weights,
@@ -42,6 +43,16 @@ def launch_two(out: Path, record: Path, shards: Path, *extra: str, timeout: floa
     # Same thread count in every run compared: CPU kernels sum in a thread-dependent order.
     proc = run_group(cmd, subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record), **env), timeout)
     ranks = [torch.load(p, weights_only=True) if (p := record / f"rank{r}.pt").exists() else None for r in (0, 1)]
+    return proc, ranks
+
+
+def fork_two(out: Path, record: Path, shards: Path, *extra: str, world_size: int = 2, **env: str):
+    """Two ranks of the recording driver without a launcher (``fork_ranks``), for what the ranks decide
+    among themselves; no loader workers unless asked. Returns the run and each rank's record."""
+    proc = fork_ranks("ddp_driver:run", tiny_args(shards, out, "--data.num_workers", "0", *extra),
+                      world_size=world_size, CYCLEGAN_TEST_RECORD=str(record), **env)  # fmt: skip
+    ranks = [torch.load(p, weights_only=True) if (p := record / f"rank{r}.pt").exists() else None
+             for r in range(world_size)]  # fmt: skip
     return proc, ranks
 
 
@@ -111,7 +122,8 @@ def test_sigterm_to_the_process_group_saves_then_resume_matches(ddp_run, train_s
     status = read_status(out)
     assert (status["status"], status["global_step"], status["epoch"], status["epochs"]) == ("stopped", saved.step, 1, 2)
     assert status["checkpoint"] == str(out / "checkpoints" / f"step_{saved.step:09d}")
-    proc, ranks = launch_two(out, tmp_path / "record2", train_shards, "--resume", "auto")
+    # The resume needs no launcher, and it reads without loader workers: the batches do not depend on them.
+    proc, ranks = fork_two(out, tmp_path / "record2", train_shards, "--resume", "auto")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reference = ddp_run[1][0]["weights"]
     for name, weights in ranks[0]["weights"].items():
@@ -122,9 +134,9 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(train_shards: Pat
     """Only process 1 is signalled (at its 5th batch); the ranks agree at the next check step (every 3),
     save once and exit 0."""
     out = tmp_path / "run"
-    proc, ranks = launch_two(out, tmp_path / "record", train_shards, "--train.stop_check_every", "3",
-                             CYCLEGAN_TEST_SIGNAL="TERM:rank1@5")  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the launcher got no signal
+    proc, ranks = fork_two(out, tmp_path / "record", train_shards, "--train.stop_check_every", "3",
+                           CYCLEGAN_TEST_SIGNAL="TERM:rank1@5")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stopped by signal; state saved" in proc.stdout
     assert [r["code"] for r in ranks] == [0, 0] and ranks[0]["steps"] == ranks[1]["steps"] == [6]
     assert latest(out).step == 6
@@ -135,7 +147,8 @@ def test_a_killed_rank_on_one_node_ends_the_job_without_a_hang(train_shards: Pat
     then finds its peer gone: it exits 1 with one line (no collective save with a dead peer, no hang)."""
     t0 = time.monotonic()
     proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, "--optim.epochs", "20",
-                             "--train.dist_timeout_s", "30", CYCLEGAN_TEST_SIGNAL="KILL:rank1@5")  # fmt: skip
+                             "--train.dist_timeout_s", "30", "--data.num_workers", "0",
+                             CYCLEGAN_TEST_SIGNAL="KILL:rank1@5")  # fmt: skip
     assert time.monotonic() - t0 < 90  # startup and the agent's own wait included; far below a hang
     assert proc.returncode != 0 and ranks[1] is None and ranks[0]["code"] == 1
     assert error_lines(proc.stderr)[0].startswith("cyclegan-train: error: process 0 lost contact with another")
@@ -143,17 +156,12 @@ def test_a_killed_rank_on_one_node_ends_the_job_without_a_hang(train_shards: Pat
 
 
 def test_a_stop_on_an_epochs_last_step_saves_an_epoch_end_state(train_shards: Path, tmp_path: Path):
-    """One process (the driver without a launcher), signalled so that the agreed stop falls on the last of
-    the epoch's 8 steps: the state is saved as an epoch end (so any world size can resume it), the
-    epoch's exports are written, and the sample grid is skipped."""
+    """One process, signalled so that the agreed stop falls on the last of the epoch's 8 steps: the state
+    is saved as an epoch end (so any world size can resume it), the epoch's exports are written, and the
+    sample grid is skipped."""
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        str(REPO / "tests" / "ddp_driver.py"),
-        *tiny_args(train_shards, out, "--train.stop_check_every", "4"),
-    ]
-    env = subprocess_env(CYCLEGAN_TEST_RECORD=str(tmp_path / "record"), CYCLEGAN_TEST_SIGNAL="TERM:rank0@6")
-    proc = run_group(cmd, env)
+    proc, _ = fork_two(out, tmp_path / "record", train_shards, "--train.stop_check_every", "4", world_size=1,
+                       CYCLEGAN_TEST_SIGNAL="TERM:rank0@6")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stopped by signal; state saved" in proc.stdout
     assert latest(out).meta["train"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 8}
@@ -192,7 +200,7 @@ def test_world_size_1_to_2_at_an_epoch_end(reference_run: Path, train_shards: Pa
                   if checkpoint.open_checkpoint(p).meta["train"]["epoch"] == 1)  # fmt: skip
     out = tmp_path / "run"
     copy_checkpoint(epoch1, out)
-    proc, ranks = launch_two(out, tmp_path / "record", train_shards, "--resume", "auto")
+    proc, ranks = fork_two(out, tmp_path / "record", train_shards, "--resume", "auto")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "world size 1 -> 2: replay buffers redistributed, 2/2 stored fakes per process" in proc.stdout
     # Epoch 2's order follows the new world size: disjoint halves, 4 steps of batch 2 each.
@@ -205,7 +213,7 @@ def test_world_size_1_to_2_at_an_epoch_end(reference_run: Path, train_shards: Pa
 
 
 def test_out_dir_that_is_not_shared_fails_at_start_on_every_rank(train_shards: Path, tmp_path: Path):
-    proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")
+    proc, ranks = fork_two(tmp_path / "run", tmp_path / "record", train_shards, CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")
     assert [r["code"] for r in ranks] == [1, 1]
     lines = error_lines(proc.stderr)
     assert len(lines) == 2 and all("train.out_dir must be one folder every process sees" in line for line in lines)
@@ -223,8 +231,8 @@ def test_ranks_never_resume_from_different_steps(rank1_has: str, ddp_run, train_
     shutil.copytree(checkpoints / "step_000000004", target)
     (tmp_path / "run-rank0" / ".cyclegan-shared").write_text("")
     (tmp_path / "run-rank1" / ".cyclegan-shared").symlink_to(tmp_path / "run-rank0" / ".cyclegan-shared")
-    proc, ranks = launch_two(tmp_path / "run", tmp_path / "record", train_shards, "--resume", "auto",
-                             CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")  # fmt: skip
+    proc, ranks = fork_two(tmp_path / "run", tmp_path / "record", train_shards, "--resume", "auto",
+                           CYCLEGAN_TEST_OUT_DIR_PER_RANK="1")  # fmt: skip
     assert [r["code"] for r in ranks] == [1, 1], proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = error_lines(proc.stderr)
     expected = "step_000000008: no such file" if rank1_has == "older" else "processes loaded different steps [8, 4]"
@@ -271,7 +279,7 @@ def test_a_lost_node_ends_the_survivor_then_resume_completes(how: str, train_sha
     timeout_s = 8
     out = tmp_path / "run"
     args = tiny_args(train_shards, out, "--optim.epochs", "3", "--optim.decay_epoch", "1",
-                     "--train.dist_timeout_s", str(timeout_s))  # fmt: skip
+                     "--train.dist_timeout_s", str(timeout_s), "--data.num_workers", "0")  # fmt: skip
     nodes = start_nodes(args, free_port())
     try:
         commit = out / "checkpoints" / "step_000000004" / "COMMIT.json"

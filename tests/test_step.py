@@ -1,7 +1,6 @@
 """The training step on random tensors, through a real (single-process, CPU) Accelerator."""
 
 import dataclasses
-import sys
 
 import pytest
 import torch
@@ -199,11 +198,9 @@ def test_compiled_step_does_not_recompile_in_steady_state(train_shards):
 @pytest.mark.slow
 def test_nan_on_one_rank_moves_no_weights_on_any_rank(tmp_path):
     """Real processes over gloo: rank 1's NaN reaches rank 0 only as all-reduced gradients."""
-    from train_helpers import REPO, free_port, run_group, subprocess_env
+    from train_helpers import fork_ranks
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-           str(REPO / "tests" / "step_ddp_driver.py"), str(tmp_path)]  # fmt: skip
-    proc = run_group(cmd, subprocess_env(), timeout=240)
+    proc = fork_ranks("step_ddp_driver:run", [str(tmp_path)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for record in ranks:

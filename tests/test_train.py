@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,9 @@ import torch
 from train_helpers import (
     REPO,
     ROLES,
-    accelerate_cmd,
-    free_port,
+    fork_ranks,
     load_export,
-    run_group,
     same_weights,
-    subprocess_env,
     tiny_args,
     wandb_history,
     wandb_records,
@@ -125,15 +121,9 @@ def test_resume_refuses_a_changed_objective_in_one_line(shards: Path, tmp_path: 
 def test_two_processes_ddp_dali(shards: Path, tmp_path: Path, seg_mode: str):
     """The DALI loader under DDP (the torch loader's run is test_resilience's ``ddp_run``), in both
     segmentation modes (classes: DALI skips the colouring, the step makes one-hot maps)."""
-    loader = "dali"
     out, record = tmp_path / "run", tmp_path / "record"
-    cmd = accelerate_cmd(
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", free_port(),
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "tests" / "ddp_driver.py"),
-        *tiny_args(shards, out, "--data.loader", loader, "--model.seg_mode", seg_mode),
-    )  # fmt: skip
-    env = subprocess_env(ACCELERATE_USE_CPU="1", CYCLEGAN_TEST_RECORD=str(record))
-    proc = run_group(cmd, env)
+    proc = fork_ranks("ddp_driver:run", tiny_args(shards, out, "--data.loader", "dali", "--model.seg_mode", seg_mode),
+                      CYCLEGAN_TEST_RECORD=str(record))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in ranks[0]["weights"]:
@@ -174,15 +164,15 @@ def test_wandb_offline_resume_continues_the_run_and_keeps_replayed_rows(shards: 
     the step-4 checkpoint. With the trainer's own step metric W&B keeps every row (with ``step=`` it
     would drop rows at or below its last step)."""
     pytest.importorskip("wandb")
-    env = subprocess_env(WANDB_SILENT="true")
     first = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--train.checkpoint_every_steps", "4",
-                      "--train.max_steps", "6")  # fmt: skip
-    proc = run_group([sys.executable, "-m", "cyclegan.train", *first], env)
+                      "--train.max_steps", "6", "--data.num_workers", "0")  # fmt: skip
+    # Each run a process of its own (W&B's state is per process), forked: no second of imports each.
+    proc = fork_ranks("cyclegan.train:main", first, world_size=1, WANDB_SILENT="true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     shutil.rmtree(tmp_path / "checkpoints" / "step_000000006")  # preempted before this save
-    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--resume", "auto",
+    more = tiny_args(shards, tmp_path, "--wandb.mode", "offline", "--resume", "auto", "--data.num_workers", "0",
                      "--wandb.log_artifacts", "true", "--train.eval_every", "1")  # fmt: skip
-    proc = run_group([sys.executable, "-m", "cyclegan.train", *more], env)
+    proc = fork_ranks("cyclegan.train:main", more, world_size=1, WANDB_SILENT="true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resume changes train.max_steps: 6 -> 0" in proc.stdout
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -69,6 +73,58 @@ def free_port() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return str(probe.getsockname()[1])
+
+
+def fork_ranks(target: str, argv: list[str], world_size: int = 2, timeout: float = 120,
+               **env: str) -> subprocess.CompletedProcess:
+    """``target`` (``module:function``, as entry points are named) called with ``argv`` on ranks
+    0..world_size-1 of a gloo job, each a real process with the
+    environment torchrun gives its workers (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT), but forked
+    from a fork server that has already imported the trainer, and with no launcher process: a start
+    costs a fork, not seconds of imports. For tests about the ranks; tests about launchers (signal
+    forwarding, the agent, launch/node.sh) run the real one. The result reads like ``run_group``'s:
+    the ranks' output one after the other, and the first non-zero exit code."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["cyclegan.trainer", "cyclegan.data.worker_signals"])  # if it is not up yet
+    multiprocessing.forkserver.ensure_running()
+    base = subprocess_env(ACCELERATE_USE_CPU="1", WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port(), **env)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="ranks-") as logs:
+        ranks = [
+            context.Process(target=_rank, args=(target, argv, {**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+                                                Path(logs) / f"rank{r}"))  # fmt: skip
+            for r in range(world_size)
+        ]
+        for rank in ranks:
+            rank.start()
+        for rank in ranks:
+            rank.join(timeout)
+        for rank in ranks:
+            if rank.exitcode is None:
+                rank.kill()
+                rank.join()
+        out, err = ("".join((Path(logs) / f"rank{r}.{kind}").read_text() for r in range(world_size))
+                    for kind in ("out", "err"))  # fmt: skip
+    codes = [-9 if r.exitcode is None else r.exitcode for r in ranks]
+    return subprocess.CompletedProcess(target, next((c for c in codes if c), 0), out, err)
+
+
+def _rank(target: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    """One rank of :func:`fork_ranks`, in the forked process."""
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, kind in ((1, "out"), (2, "err")):
+        file = os.open(f"{log}.{kind}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(file, fd)
+        os.close(file)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's (it ignores SIGTERM)
+    torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))  # torch read the server's environment
+    sys.path.insert(0, str(REPO / "tests"))
+    module, _, function = target.partition(":")
+    code = getattr(importlib.import_module(module), function)(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 def accelerate_cmd(*args: str) -> list[str]:
