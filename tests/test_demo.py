@@ -22,7 +22,8 @@ def test_demo_writes_generators_grids_and_translations(
     """Both on-disk layouts, the second the seed's: folders -> shards -> training -> generate with
     the seed's flags, the maps in the display palette."""
     tiny = ["--model.ngf", "4", "--model.ndf", "4", "--model.n_residual_blocks", "1",
-            "--data.load_size", "36", "--data.crop_size", "32", "--data.batch_size", "2"]  # fmt: skip
+            "--data.load_size", "36", "--data.crop_size", "32", "--data.batch_size", "2",
+            "--data.num_workers", "0"]  # fmt: skip
     assert main(["--out", str(tmp_path), "--images", "8", "--epochs", "1", "--layout", layout, *tiny]) == 0
     run = tmp_path / "run"
     for role in ("real2seg_gen", "seg2real_gen"):
