@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -40,6 +40,21 @@ def float_in(low: float, below: float | None = None) -> Callable[[str], float]:
         return value
 
     parse.__name__ = "float"
+    return parse
+
+
+def subset_of(choices: Collection[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse ``type`` for a comma-separated, non-empty subset of ``choices`` (``what``: their noun)."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            listed = ", ".join(unknown) or "(none)"
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {listed}; use {','.join(choices)}")
+        return names
+
+    parse.__name__ = "list"
     return parse
 
 

@@ -3,12 +3,18 @@ training run (read-only; copy to modify)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from train_helpers import make_shards, tiny_args
 
 from cyclegan.data.synthetic import make_synthetic_ade20k
+
+# torch.compile's CPU kernels without SIMD: inductor compiles them in about half the time (most of the
+# compile tests' cost), and nothing the tests check (graphs, recompiles, losses) depends on vector code.
+# Read when torch._inductor.config is first imported (not by ``import torch``); subprocesses inherit it.
+os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
 
 # Varied sizes and a few grayscale photos, like real ADE20K; small enough for milliseconds per image.
 SYNTHETIC = {"n_train": 10, "n_val": 3, "size": (48, 64), "size_jitter": 0.3, "grayscale_every": 4, "seed": 0}

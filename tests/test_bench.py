@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -178,16 +176,6 @@ def test_peak_table_by_gpu_name(gpu: str, precision: str, peak: float | None, mo
     assert peak_tflops(torch.device("cpu"), precision, None) is None
 
 
-def test_training_path_imports_no_optional_packages() -> None:
-    """GPU hosts may lack webdataset, W&B and DALI: the trainer and benchmarks must import without them."""
-    code = (
-        "import sys, cyclegan.bench, cyclegan.trainer; "
-        "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
 def test_maps_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """PNG rows are exact by construction of the decoder's contract; JPEG rows report what they measured."""
     report_path = tmp_path / "maps.json"
@@ -200,3 +188,20 @@ def test_maps_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as exit_:
         main(["maps", "--formats", "gif"])
     assert exit_.value.code == 2
+
+
+def test_startup_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command really ran (each --help exits 0) beside import torch; the ratio is to that run's median."""
+    report_path = tmp_path / "startup.json"
+    assert main(["startup", "--rounds", "1", "--commands", "train,shard", "--json", str(report_path)]) == 0
+    rows = {row["command"]: row for row in json.loads(report_path.read_text())["rows"]}
+    assert set(rows) == {"python -c 'import torch'", "cyclegan-train --help", "cyclegan-shard --help"}
+    torch_s = rows["python -c 'import torch'"]["median_s"]
+    for row in rows.values():
+        assert row["rounds"] == 1 and row["min_s"] == row["median_s"] > 0
+        assert row["vs_import_torch"] == pytest.approx(row["median_s"] / torch_s)
+    assert "x import torch" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["startup", "--commands", "train,fit"])
+    assert exit_.value.code == 2
+

@@ -1,7 +1,10 @@
 """Every command's --help is complete: each option that takes a value says its default (or that it is
-required), and cyclegan-train's config flags come from the config tree (tests/test_config.py)."""
+required), and cyclegan-train's config flags come from the config tree (tests/test_config.py). What a
+command imports before it answers."""
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -37,3 +40,24 @@ def test_every_option_documents_its_default(name, parser):
         shown = formatter._expand_help(action)  # with what ArgumentDefaultsHelpFormatter appends
         assert action.required or "default" in shown, f"{name} {action.option_strings}: help names no default"
         assert "default: None" not in shown, f"{name} {action.option_strings}: say what happens without it"
+
+
+def test_help_needs_no_torch_and_training_no_optional_packages():
+    """In a fresh interpreter: ``cyclegan-train --help`` and ``cyclegan-shard --help`` answer without
+    importing torch (start-up time: README); the trainer and the benchmarks then import without
+    webdataset, W&B and DALI, which GPU hosts may lack."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from cyclegan import train\n"
+        "from cyclegan.data import shard\n"
+        "for main in (train.main, shard.main):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "        main(['--help'])\n"
+        "    assert 'usage:' in out.getvalue()\n"
+        "print('torch' in sys.modules)\n"
+        "import cyclegan.bench.__main__, cyclegan.trainer\n"
+        "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "[]"]
+

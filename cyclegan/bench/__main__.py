@@ -6,24 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from cyclegan.arguments import HelpFormatter
+from cyclegan.arguments import HelpFormatter, subset_of
 from cyclegan.arguments import non_negative_int as non_negative
 from cyclegan.arguments import positive_int as positive
-from cyclegan.bench import loader, maps, modes, train
+from cyclegan.bench import loader, maps, modes, startup, train
 from cyclegan.bench.report import print_table, write_json
 from cyclegan.data.catalog import LoaderError
 
 PROG = "cyclegan-bench"
-
-
-def _loader_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in loader.LOADERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown loader(s) {', '.join(unknown) or '(none)'}; use {','.join(loader.LOADERS)}"
-        )
-    return names
 
 
 def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +24,8 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", type=Path, help="cyclegan-shard output (default: synthetic ADE20K-like shards)")
     p.add_argument("--split", default="training", help="split to read")
     p.add_argument("--images", type=positive, default=256, help="synthetic images to make without --shards")
-    p.add_argument("--loaders", type=_loader_list, default=list(loader.LOADERS), help="comma-separated subset")
+    p.add_argument("--loaders", type=subset_of(loader.LOADERS, "loader"), default=list(loader.LOADERS),
+                   help="comma-separated subset")  # fmt: skip
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--batch", type=positive, default=8, help="pairs per batch")
     p.add_argument("--workers", type=non_negative, default=2, help="DataLoader workers / DALI threads")
@@ -50,7 +41,8 @@ def _add_loader_parser(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Measure pairs/s of the input pipeline or training step, translation quality, or map decoding.",
+        description="Measure pairs/s of the input pipeline or training step, translation quality, map decoding, "
+        "or the commands' start-up time.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_loader_parser(commands)
@@ -58,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": (train, "training-step throughput, FLOPs and MFU; --ladder for the speed ladder"),
         "modes": (modes, "translation quality of model.seg_mode rgb vs classes (and paired), same steps"),
         "maps": (maps, "how exactly colour segmentation maps (PNG, JPEG) decode back to class ids"),
+        "startup": (startup, "seconds each command takes to answer --help, beside python -c 'import torch'"),
     }
     for name, (module, summary) in quality.items():
         p = commands.add_parser(name, help=summary, description=module.__doc__, formatter_class=HelpFormatter)
