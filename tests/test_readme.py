@@ -21,6 +21,10 @@ def test_layout_names_every_module():
 
 
 def test_ci_runs_the_readme_test_command():
+    """CI installs as the README says and runs its test command as written, on its own line."""
     command = 'pip install -e ".[test]" && python -m pytest -q tests'
-    assert command in README
-    assert "\npython -m pytest -q tests\n" in (REPO / ".ci" / "run").read_text()
+    assert f"\n{command}  #" in README  # the two commands' block: command, then its comment
+    ci = (REPO / ".ci" / "run").read_text()
+    assert f"\n{command}\n" in ci and "\npython -m pip install --quiet torch torchvision\n" in ci
+    job1 = ci.split("== job 1")[1].split("== job 2")[0]
+    assert " -c " not in job1 and "--constraint" not in job1  # job 1 installs what users get

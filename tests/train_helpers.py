@@ -163,6 +163,14 @@ def wandb_records(run_dir: Path) -> list:
 
 
 def wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of an offline W&B run folder."""
-    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            for record in wandb_records(run_dir) if record.WhichOneof("record_type") == "history"]  # fmt: skip
+    """The history rows of an offline W&B run folder, with media flattened to ``key/field`` (W&B stores
+    an image as nested keys in some versions and as one dict value in others)."""
+    rows = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "history":
+            row = {}
+            for item in record.history.item:
+                key, value = item.key or "/".join(item.nested_key), json.loads(item.value_json)
+                row.update({f"{key}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+            rows.append(row)
+    return rows
