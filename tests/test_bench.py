@@ -58,6 +58,7 @@ def test_loader_too_few_samples_is_one_line(shards: Path, capsys: pytest.Capture
 TINY = ["--ngf", "4", "--ndf", "4", "--blocks", "1", "--size", "32", "--workers", "1"]
 
 
+@pytest.mark.slow
 def test_train_ladder(shards: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "ladder.json"
     args = ["train", "--ladder", *TINY, "--batch", "2", "--precision", "bf16", "--steps", "2", "--warmup", "1",

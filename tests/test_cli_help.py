@@ -42,6 +42,7 @@ def test_every_option_documents_its_default(name, parser):
         assert "default: None" not in shown, f"{name} {action.option_strings}: say what happens without it"
 
 
+@pytest.mark.slow
 def test_help_needs_no_torch_and_training_no_optional_packages():
     """In a fresh interpreter: ``cyclegan-train --help`` and ``cyclegan-shard --help`` answer without
     importing torch (start-up time: README); the trainer and the benchmarks then import without

@@ -152,6 +152,7 @@ def test_lr_scaling_rules(rule, lr):
     assert scaled_lr(cfg, world_size=2) == pytest.approx(2e-4)
 
 
+@pytest.mark.slow
 def test_only_parsing_needs_jsonargparse():
     """Exports, generate, eval and the step benchmark build and check configs without it (the GPU
     host of launch/gpu_check.sh may lack it); only reading a command line or a saved config needs it."""

@@ -254,6 +254,7 @@ def _worker_script(shards: Path, name: str, then: str) -> tuple[Path, dict[str, 
     return script, {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
+@pytest.mark.slow
 def test_a_process_with_live_loader_workers_still_exits(shards: Path) -> None:
     """The workers ignore SIGTERM, which is how multiprocessing ends daemonic children at exit; a loader
     still holding its persistent workers then must not keep the process from exiting."""
@@ -305,6 +306,7 @@ def test_workers_obey_only_their_owners_sigterm(shards: Path) -> None:
     assert not [w for w in workers if w.is_alive()]
 
 
+@pytest.mark.slow
 def test_workers_end_when_their_owner_is_killed(shards: Path) -> None:
     """Workers ignore SIGTERM; when the process that owns them dies without cleaning up (SIGKILL), they end
     within seconds instead of living on with their fork server."""

@@ -19,6 +19,9 @@ import atexit
 import hashlib
 import json
 import multiprocessing
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +190,36 @@ def worker_context(module: str) -> multiprocessing.context.BaseContext:
 
 
 _exit_hook_registered = False
+
+
+def end_with_owner(owner: int, *_: object) -> None:
+    """A worker's initializer (DataLoader's ``worker_init_fn``, ProcessPoolExecutor's ``initializer``):
+    the worker ends when the process that owns it (pid ``owner``) asks it to or is gone, and outlives
+    every other SIGTERM and SIGINT.
+
+    Clusters and ``timeout`` signal the whole process group; a worker killed by that SIGTERM (or by the
+    SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited unexpectedly".
+    So SIGTERM is blocked here and a thread takes it with ``sigtimedwait``, which names the sender: the
+    owner's SIGTERM ends the worker (DataLoader's ``terminate()`` of a worker that did not stop when told,
+    as after an epoch left by an error; an executor's of the rest of a pool one of whose workers died),
+    anyone else's is dropped. Ignoring SIGTERM outright would leave such workers alive (and an executor's
+    shutdown waiting for them) until the owner exits. The same thread checks every second that the owner
+    is still there: DataLoader's own watchdog watches the fork server, which lives as long as its workers."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before SIG_DFL: no moment it could kill
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ignored (the fork server's) would discard it unseen
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            sent = signal.sigtimedwait({signal.SIGTERM}, 1.0)
+            if sent is not None and sent.si_pid == owner:
+                os._exit(0)  # the owner ends the worker
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)  # the owner is gone (killed, or exited without closing the loader)
+
+    threading.Thread(target=watch, name="cyclegan-owner-watch", daemon=True).start()
 
 
 def _end_workers_at_exit(context: multiprocessing.context.BaseContext) -> None:

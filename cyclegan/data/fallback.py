@@ -20,7 +20,6 @@ import contextlib
 import functools
 import os
 import queue
-import signal
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -38,6 +37,7 @@ from cyclegan.data.catalog import (
     LoaderError,
     Sample,
     ShardLoader,
+    end_with_owner,
     epoch_seed,
     worker_context,
 )
@@ -100,34 +100,6 @@ class _PairDataset(Dataset):
             "key": photo_sample.key,
             "seg_key": seg_sample.key,
         }
-
-
-def _end_with_owner(owner: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ends when the process that owns the loader (pid
-    ``owner``) asks it to or is gone, and outlives every other SIGTERM and SIGINT.
-
-    Clusters and ``timeout`` signal the whole process group; a worker killed by that SIGTERM (or by the
-    SIGINT of a Ctrl-C) would turn the trainer's clean stop into "DataLoader worker exited unexpectedly".
-    So SIGTERM is blocked here and a thread takes it with ``sigtimedwait``, which names the sender: the
-    owner's SIGTERM (DataLoader's ``terminate()`` of a worker that did not stop when told, as after an
-    epoch left by an error) ends the worker, anyone else's is dropped. Ignoring SIGTERM outright would
-    leave such a worker alive until its owner exits. The same thread checks every second that the owner
-    is still there: DataLoader's own watchdog watches the fork server, which lives as long as its workers."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before SIG_DFL: no moment it could kill
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ignored (the fork server's) would discard it unseen
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while True:
-            sent = signal.sigtimedwait({signal.SIGTERM}, 1.0)
-            if sent is not None and sent.si_pid == owner:
-                os._exit(0)  # the owner's DataLoader ends the worker
-            try:
-                os.kill(owner, 0)
-            except ProcessLookupError:
-                os._exit(0)  # the owner is gone (killed, or exited without closing the loader)
-
-    threading.Thread(target=watch, name="cyclegan-owner-watch", daemon=True).start()
 
 
 def check_pair(sample: Sample, photo_size: tuple[int, ...], label_size: tuple[int, ...], paired: bool) -> None:
@@ -231,7 +203,7 @@ class TorchLoader(ShardLoader):
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0 and self.train,  # an evaluation pass every N epochs frees its workers
                 multiprocessing_context=worker_context("cyclegan.data.fallback") if workers else None,
-                worker_init_fn=functools.partial(_end_with_owner, os.getpid()),
+                worker_init_fn=functools.partial(end_with_owner, os.getpid()),
             )
         return self._loader
 

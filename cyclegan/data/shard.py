@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -68,7 +69,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -83,7 +83,7 @@ from tqdm import tqdm
 
 from cyclegan.ade150 import NUM_CLASSES
 from cyclegan.arguments import float_in, positive_int
-from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, worker_context
+from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, end_with_owner, worker_context
 from cyclegan.label_maps import (
     DEFAULT_MAX_UNKNOWN,
     DEFAULT_TOLERANCE,
@@ -594,7 +594,7 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
     # The fork server preloads what the workers decode with; this module itself may be __main__
     # (python -m), which multiprocessing imports into each worker under its own name.
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context("cyclegan.label_maps"),
-                               initializer=_ignore_sigint)
+                               initializer=functools.partial(end_with_owner, os.getpid()))
     try:
         for future in as_completed([pool.submit(write_shard, job) for job in jobs]):
             yield future.result()
@@ -607,11 +607,6 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[tuple[str, int]]:
     finally:  # a failing or interrupted run lets running shards finish and starts no new one
         pool.shutdown(wait=True, cancel_futures=True)
         _remove_temps(jobs[0].settings.out)
-
-
-def _ignore_sigint() -> None:
-    """Ctrl-C is the parent's to handle: it stops the pool, no traceback from every worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def find_all_sources(args: argparse.Namespace, dataset: Path, layout: str) -> dict[str, tuple[list[Source], list]]:
