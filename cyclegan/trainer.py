@@ -556,11 +556,12 @@ def run(cfg: Config, prog: str) -> int:
     finally:
         if trainer is not None:
             trainer.close()
-        # The DDP-wrapped models go before the process group. A DDP reducer holding the group's last
-        # reference destroys it with the GIL held, while a gloo thread freeing a finished collective's
-        # tensors may be waiting for the GIL: a rank that never exits (seen with torch 2.11).
-        trainer = None
-        accelerator.free_memory()
+        if accelerator.num_processes > 1:
+            # The DDP-wrapped models go before the process group. A DDP reducer holding the group's last
+            # reference destroys it with the GIL held, while a gloo thread freeing a finished collective's
+            # tensors may be waiting for the GIL: a rank that never exits (seen with torch 2.11).
+            trainer = None
+            accelerator.free_memory()
         accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
