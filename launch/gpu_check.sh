@@ -143,23 +143,27 @@ elif [ "$(left)" -ge $((${TRAIN_SECONDS:-60} + 60)) ]; then
     echo "== train: cyclegan-train for ${TRAIN_SECONDS:-60} s, then SIGTERM"
     timeout --preserve-status -s TERM -k 30 "${TRAIN_SECONDS:-60}" "$py" -m cyclegan.train "${train_args[@]}" --train.resume ""
     first=$?
+    stopped=$(cat "$run/status.json" 2>/dev/null || echo '{}')
     saved=$("$py" -c "from cyclegan import checkpoint as c; s=c.list_checkpoints('$run/checkpoints'); \
 print(c.open_checkpoint(s[-1]).step if s else 0)")
     echo "== train: exit $first, state saved at step $saved; resuming to step $((saved + 1))"
     section resume $(($(left) - 5)) "$py" -m cyclegan.train "${train_args[@]}" --train.resume auto \
         --train.max_steps $((saved + 1))
     second=$?
-    "$py" - "$run" "$out/train.json" "$first" "$second" "$saved" <<'PY'
+    "$py" - "$run" "$out/train.json" "$first" "$second" "$saved" "$stopped" <<'PY'
 import json, sys
 from pathlib import Path
 from cyclegan import checkpoint
-run, path, first, second, saved = sys.argv[1:]
+run, path, first, second, saved, stopped = sys.argv[1:]
 states = checkpoint.list_checkpoints(Path(run) / "checkpoints")
 final = checkpoint.open_checkpoint(states[-1]).step if states else None
 metrics = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()] \
     if (Path(run) / "metrics.jsonl").is_file() else []
+status = Path(run) / "status.json"
 Path(path).write_text(json.dumps({"sigterm_exit": int(first), "resume_exit": int(second), "saved_step": int(saved),
-                                  "resumed_to_step": final, "metrics": metrics[-12:]}, indent=1) + "\n")
+                                  "resumed_to_step": final, "status_after_sigterm": json.loads(stopped),
+                                  "status_after_resume": json.loads(status.read_text()) if status.is_file() else None,
+                                  "metrics": metrics[-12:]}, indent=1) + "\n")
 PY
 else
     echo "-- train: not run, the budget is spent"
