@@ -2,6 +2,7 @@
 batch holds a NaN. Each rank records its weights after each step into ``<folder>/rank{N}.pt``;
 ``train_helpers.fork_ranks`` starts the ranks."""
 
+import gc
 from pathlib import Path
 
 import torch
@@ -43,5 +44,9 @@ def run(argv: list[str]) -> int:
         record["after"].append(weights(raw))
         record.setdefault("buffer_valid", []).append(step.photo_buffer.valid.clone())
     torch.save(record, Path(argv[0]) / f"rank{rank}.pt")
+    # DDP's reducers before the group, as the trainer does: a reducer holding the group's last reference
+    # destroys it under the GIL, which a gloo thread may be waiting for (a hang seen with torch 2.11).
+    del models, step
+    gc.collect()
     dist.destroy_process_group()
     return 0

@@ -117,6 +117,8 @@ def _rank(target: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         file = os.open(f"{log}.{kind}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(file, fd)
         os.close(file)
+    sys.stdout.reconfigure(line_buffering=True)  # what a rank printed survives its being killed
+    sys.stderr.reconfigure(line_buffering=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's (it ignores SIGTERM)
     torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))  # torch read the server's environment
     sys.path.insert(0, str(REPO / "tests"))

@@ -174,9 +174,10 @@ def worker_context(module: str) -> multiprocessing.context.BaseContext:
     """Worker processes start from a clean fork server, not by forking the caller: a process that
     runs DALI, gloo or OpenMP threads can leave a forked child waiting on a lock forever. The server
     imports ``module`` (where the workers' code lives) once, so each worker starts in milliseconds,
-    and ignores SIGTERM (see :mod:`cyclegan.data.worker_signals`), so a signal sent to the whole job
-    reaches only the parent. A process has one fork server: the first caller's ``module`` is preloaded,
-    and a later caller's workers import what else they need themselves."""
+    and ignores SIGTERM (see :mod:`cyclegan.data.worker_signals`); its workers, started with
+    :func:`end_with_owner`, take only their owner's. A signal sent to the whole job reaches only the
+    parent. A process has one fork server: the first caller's ``module`` is preloaded, and a later
+    caller's workers import what else they need themselves."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")  # Windows
     context = multiprocessing.get_context("forkserver")
@@ -224,9 +225,9 @@ def end_with_owner(owner: int, *_: object) -> None:
 
 def _end_workers_at_exit(context: multiprocessing.context.BaseContext) -> None:
     """At interpreter exit multiprocessing ends daemonic children with SIGTERM and then waits for them.
-    Workers from :func:`worker_context` ignore SIGTERM, and a DataLoader's persistent workers still
-    alive then (a loader nobody closed) would be waited for forever: end them with SIGKILL first.
-    Nothing of theirs needs saving; batches in flight are discarded."""
+    A worker from :func:`worker_context` started without :func:`end_with_owner` ignores SIGTERM and would
+    be waited for forever: end them all with SIGKILL first. Nothing of theirs needs saving; batches in
+    flight are discarded."""
     for child in multiprocessing.active_children():
         if child.daemon and isinstance(child, context.Process):
             child.kill()
