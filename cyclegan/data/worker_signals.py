@@ -1,7 +1,9 @@
 """Preloaded by the fork server that loader and sharding workers start from
 (:func:`cyclegan.data.catalog.worker_context`), and imported by nothing else.
 
-Importing it makes the fork server ignore SIGTERM, and every worker forked from it inherits that.
+Importing it makes the fork server ignore SIGTERM, and every worker forked from it starts so; the
+workers' initializer (:func:`cyclegan.data.catalog.end_with_owner`) then lets only their owner's SIGTERM
+end them.
 SLURM, ``timeout`` and most launchers signal a job's whole process group: without this, the fork
 server dies of the signal, the trainer then sees its workers as "exited unexpectedly", and a clean
 preemption stop (save the state, exit 0) becomes a crash. The workers still end with their
