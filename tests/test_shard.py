@@ -417,11 +417,17 @@ def _kill_reader(fifo: Path) -> None:
             time.sleep(0.05)
     else:
         return
-    readers = [
-        int(link.parts[2])
-        for link in Path("/proc").glob("[0-9]*/fd/*")
-        if link.parts[2] != str(os.getpid()) and _target(link) == str(fifo)
-    ]
+    # The reader's open() returns once the writer is in, but its descriptor may show in /proc a
+    # moment later: look until it does, so the reader never sees the writer close (an empty file).
+    for _ in range(1200):
+        readers = [
+            int(link.parts[2])
+            for link in Path("/proc").glob("[0-9]*/fd/*")
+            if link.parts[2] != str(os.getpid()) and _target(link) == str(fifo)
+        ]
+        if readers:
+            break
+        time.sleep(0.05)
     for pid in readers:
         os.kill(pid, signal.SIGKILL)
     os.close(writer)
