@@ -36,6 +36,13 @@ if TYPE_CHECKING:  # torch is the loaders' business; the sharder reads this modu
 
 MANIFEST = "manifest.json"
 PHOTO, LABEL = "jpg", "label.png"
+PAIRED_FORMAT = "cyclegan-shard/1"
+"""A manifest's ``format`` when every sample is a photo with its own map (one stream per split)."""
+UNPAIRED_FORMAT = "cyclegan-shard/2"
+"""A manifest's ``format`` when training splits hold two domains: a photo stream and a map stream."""
+FORMATS = (PAIRED_FORMAT, UNPAIRED_FORMAT)
+DOMAINS = ("photos", "maps")
+"""The streams of an unpaired split, as named in its manifest entry and its shard files."""
 
 
 class LoaderError(ValueError):

@@ -83,7 +83,7 @@ from tqdm import tqdm
 
 from cyclegan.ade150 import NUM_CLASSES
 from cyclegan.arguments import float_in, positive_int
-from cyclegan.data.catalog import LABEL, MANIFEST, PHOTO, end_with_owner, worker_context
+from cyclegan.data.catalog import LABEL, MANIFEST, PAIRED_FORMAT, PHOTO, end_with_owner, worker_context
 from cyclegan.label_maps import (
     DEFAULT_MAX_UNKNOWN,
     DEFAULT_TOLERANCE,
@@ -96,7 +96,7 @@ from cyclegan.label_maps import (
     guess_palette,
 )
 
-FORMAT = "cyclegan-shard/1"
+FORMAT = PAIRED_FORMAT
 SPLITS = ("training", "validation")
 LAYOUTS = ("scene-parsing", "full")
 FOLDERS = "folders"
