@@ -73,6 +73,10 @@ class DataConfig:
     """Decoding threads (DALI) or worker processes (torch fallback) per process."""
     sample_size: int = 0
     """Cap on samples per epoch, over all processes; 0 = the whole split."""
+    epoch_length: Literal["max", "min"] = "max"
+    """Unpaired shards (two domains of different sizes): max, an epoch reads the larger domain once and
+    cycles the smaller through fresh permutations; min, it reads the smaller once and a part of the
+    larger, a different part each epoch. Paired shards: no effect."""
 
 
 @dataclass

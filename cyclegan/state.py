@@ -130,7 +130,7 @@ REFUSED = (
     "model.n_residual_blocks", "model.ngf", "model.ndf", "model.seg_mode", "model.seg_embed",
     "model.gumbel_temperature", "model.gumbel_noise",
     "data.train_split", "data.paired", "data.load_size", "data.crop_size", "data.flip",
-    "data.batch_size", "data.sample_size",
+    "data.batch_size", "data.sample_size", "data.epoch_length",
     "optim.lr", "optim.lr_scaling", "optim.lr_reference_batch", "optim.beta1", "optim.beta2",
     "optim.epochs", "optim.decay_epoch", "optim.lambda_cycle", "optim.lambda_identity", "optim.replay_size",
     "optim.lambda_cycle_seg", "optim.lambda_paired",

@@ -363,7 +363,8 @@ def _handmade_shards(root: Path, photo_size: tuple[int, int], label_size: tuple[
             members = {"jpg": photo.getvalue(), "label.png": label.getvalue()}
             lines.append(" ".join(_add_member(tar, f"KEY{i}.{ext}", data) for ext, data in members.items()))
     (root / "training-000000.idx").write_text("v1.2 2\n" + "".join(f"{line}\n" for line in lines))
-    manifest = {"splits": {"training": {"shards": ["training-000000.tar"], "shard_samples": [2], "samples": 2}}}
+    split = {"shards": ["training-000000.tar"], "shard_samples": [2], "samples": 2}
+    manifest = {"format": "cyclegan-shard/1", "splits": {"training": split}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 

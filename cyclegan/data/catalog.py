@@ -11,6 +11,19 @@ pre-shuffled by the sharder, so a block is a random subset. Every rank runs the 
 batches per epoch, ``min(N // W, sample_size // W) // batch_size``, or DDP's collectives would
 wait for a rank that has finished: up to ``batch_size`` + ``W`` - 1 samples of a rank's block
 sit out each epoch, different ones each epoch when shuffling.
+
+Unpaired shards (two domains: a photo stream and a map stream of other sizes) split each domain
+into rank blocks by the same rule. ``data.epoch_length`` sets the epoch's ``L`` draws per rank:
+``max`` from the larger domain's smallest block, ``min`` from the smaller's, each rounded down to
+whole batches. :func:`domain_read` then says how a rank reads each domain in an epoch:
+
+* a block of at most ``L`` samples is *cycled*: fresh permutations of the block, one after the
+  other, cut at ``L`` (each sample seen ``L // n`` or ``L // n + 1`` times);
+* a larger block is cut into ``k = n_min // L`` sub-blocks of at least ``L`` samples each (DALI's rule
+  again, ``num_shards = W*k``, ``shard_id = r*k + epoch % k``: they nest inside rank r's block) and
+  the epoch draws ``L`` of the sub-block it is on. With ``k = 1`` that is the whole block, where at
+  most ``batch_size + W - 1`` samples sit out; with ``k > 1`` a different part reads each epoch, so
+  the whole domain comes round every ``k`` epochs, whatever the loader's shuffle buffer.
 """
 
 from __future__ import annotations
@@ -71,15 +84,41 @@ class Split:
     samples: list[Sample]
 
 
+@dataclass(frozen=True)
+class Domains:
+    """An unpaired split: photos and maps from different sources, each a stream of its own."""
+
+    photos: Split
+    maps: Split
+
+
+@dataclass(frozen=True)
+class DomainRead:
+    """How one rank reads one domain in one epoch (see the module notes)."""
+
+    window: range
+    """The sample numbers the epoch draws from: the rank's block, or one sub-block of it."""
+    count: int
+    """Samples drawn: the epoch's batches times the batch size."""
+    cycled: bool
+    """True when ``window`` is smaller than ``count`` and comes round in fresh permutations."""
+    whole: bool
+    """At most block and batch rounding (``batch_size + W - 1`` samples) of ``window`` sit out. When
+    not, which part sits out must be a fair draw from all of ``window`` (DALI's shuffle buffer holds it)."""
+    shard_id: int
+    num_shards: int
+    """``window`` in DALI's terms: shard ``shard_id`` of ``num_shards`` equal cuts of the domain."""
+
+
 class ShardLoader:
-    """What the trainer sees of a loader, and what both loaders share: this rank's block of
-    the split and the number of batches every rank runs."""
+    """What the trainer sees of a loader, and what both loaders share: this rank's block of the
+    split (of each domain, when unpaired) and the number of batches every rank runs."""
 
     name = ""
 
     def __init__(
         self,
-        split: Split,
+        data: Split | Domains,
         cfg: DataConfig,
         *,
         rank: int,
@@ -89,15 +128,39 @@ class ShardLoader:
         train: bool,
         coloured: bool = True,
     ) -> None:
-        self.split, self.cfg = split, cfg
+        self.cfg = cfg
         self.rank, self.world_size, self.device = rank, world_size, device
         self.seed, self.train = seed, train
         self.coloured = coloured
         """Whether batches carry ``seg`` (the label in the training palette); classes mode needs ``label`` only."""
-        self.paired = cfg.paired or not train  # evaluation compares a photo with its own label
-        self.block = rank_block(len(split.samples), rank, world_size)
-        self.batches_per_epoch = batches_per_epoch(
-            len(split.samples), world_size, cfg.batch_size, cfg.sample_size if train else 0
+        self.unpaired = isinstance(data, Domains)
+        self.photos, self.maps = (data.photos, data.maps) if self.unpaired else (data, data)
+        """Where photos and maps are read from: the same split when paired."""
+        self.paired = not self.unpaired and (cfg.paired or not train)  # evaluation compares a photo with its own label
+        sample_size = cfg.sample_size if train else 0
+        if not self.unpaired:
+            self.block = rank_block(len(data.samples), rank, world_size)
+            self.batches_per_epoch = batches_per_epoch(len(data.samples), world_size, cfg.batch_size, sample_size)
+            return
+        if cfg.paired:
+            raise LoaderError(f"{data.photos.tars[0].parent / MANIFEST}: data.paired: true (and optim.lambda_paired) "
+                              "needs paired shards; this split's photos and maps come from different "
+                              "sources")  # fmt: skip
+        sizes = {domain: len(split.samples) for domain, split in zip(DOMAINS, (data.photos, data.maps), strict=True)}
+        for domain, size in sizes.items():
+            if size < world_size:
+                raise LoaderError(f"{data.photos.tars[0].parent / MANIFEST}: the {domain} domain has {size} sample(s), "
+                                  f"fewer than the {world_size} processes")  # fmt: skip
+        longest = cfg.epoch_length == "max" and train  # evaluation reads each domain once at most
+        epoch_n = max(sizes.values()) if longest else min(sizes.values())
+        self.batches_per_epoch = batches_per_epoch(epoch_n, world_size, cfg.batch_size, sample_size)
+
+    def domain_reads(self, epoch: int) -> tuple[DomainRead, DomainRead]:
+        """Unpaired: how this rank reads the photos and the maps in ``epoch``."""
+        count = self.batches_per_epoch * self.cfg.batch_size
+        return tuple(
+            domain_read(len(split.samples), self.rank, self.world_size, count, epoch, self.cfg.batch_size)
+            for split in (self.photos, self.maps)
         )
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict]:
@@ -117,28 +180,65 @@ def shards_fingerprint(shards: str | Path) -> str | None:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def read_split(shards: str | Path, split: str) -> Split:
-    """The tars, ``.idx`` files and samples of one split, checked for the parts training needs."""
-    root = Path(shards)
-    manifest_path = root / MANIFEST
+def read_manifest(shards: str | Path) -> dict:
+    """``manifest.json`` of a ``cyclegan-shard`` output, of a format this version reads."""
+    path = Path(shards) / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text())
-        splits = manifest["splits"]
+        manifest = json.loads(path.read_text())
+        version, splits = manifest.get("format"), manifest["splits"]
+        dict(splits)
     except FileNotFoundError:
-        raise LoaderError(f"{manifest_path}: not found; write shards with cyclegan-shard first") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise LoaderError(f"{manifest_path}: not a cyclegan-shard manifest ({e})") from None
+        raise LoaderError(f"{path}: not found; write shards with cyclegan-shard first") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise LoaderError(f"{path}: not a cyclegan-shard manifest ({e})") from None
+    if version not in FORMATS:
+        raise LoaderError(f"{path}: format {version!r} is not one this version reads ({', '.join(FORMATS)}); "
+                          "update cyclegan-ade20k or shard again with this version")  # fmt: skip
+    return manifest
+
+
+def read_data(shards: str | Path, split: str) -> Split | Domains:
+    """What a loader reads of one split: its samples, or each domain's when the split is unpaired."""
+    root = Path(shards)
+    splits = read_manifest(root)["splits"]
     if split not in splits:
-        raise LoaderError(f"{manifest_path}: no split '{split}' (has: {', '.join(splits) or 'none'})")
-    tars = [root / name for name in splits[split]["shards"]]
+        raise LoaderError(f"{root / MANIFEST}: no split '{split}' (has: {', '.join(splits) or 'none'})")
+    entry = splits[split]
+    if all(domain in entry for domain in DOMAINS):
+        photos, maps = (_split(root, split, entry[domain], f"{split}/{domain}", needs)
+                        for domain, needs in zip(DOMAINS, ((PHOTO,), (LABEL,)), strict=True))  # fmt: skip
+        return Domains(photos, maps)
+    return _split(root, split, entry, split, (PHOTO, LABEL))
+
+
+def read_split(shards: str | Path, split: str) -> Split:
+    """A paired split: what evaluation scores, each map the ground truth of its photo."""
+    data = read_data(shards, split)
+    if isinstance(data, Domains):
+        raise LoaderError(f"{Path(shards) / MANIFEST}: split '{split}' is unpaired (its photos and maps come from "
+                          "different sources); scoring needs a paired split, such as the validation split")  # fmt: skip
+    return data
+
+
+def split_names(shards: str | Path) -> list[str]:
+    """The splits a manifest lists."""
+    return list(read_manifest(shards)["splits"])
+
+
+def _split(root: Path, split: str, entry: dict, what: str, needs: tuple[str, ...]) -> Split:
+    """The tars, ``.idx`` files and samples of one stream, checked for the parts training needs."""
+    try:
+        tars = [root / name for name in entry["shards"]]
+    except (KeyError, TypeError) as e:
+        raise LoaderError(f"{root / MANIFEST}: split '{split}' is not a cyclegan-shard split entry ({e})") from None
     indexes = [tar.with_suffix(".idx") for tar in tars]
-    samples = [sample for tar, idx in zip(tars, indexes, strict=True) for sample in _read_index(tar, idx)]
+    samples = [sample for tar, idx in zip(tars, indexes, strict=True) for sample in _read_index(tar, idx, needs)]
     if not samples:
-        raise LoaderError(f"{manifest_path}: split '{split}' has no samples")
+        raise LoaderError(f"{root / MANIFEST}: split '{what}' has no samples")
     return Split(tars, indexes, samples)
 
 
-def _read_index(tar: Path, idx: Path) -> Iterator[Sample]:
+def _read_index(tar: Path, idx: Path, needs: tuple[str, ...]) -> Iterator[Sample]:
     """Parse one ``wds2idx``-format index: per line, ``ext offset size name`` groups."""
     if not tar.is_file():
         raise LoaderError(f"{tar}: listed in the manifest but missing")
@@ -152,7 +252,7 @@ def _read_index(tar: Path, idx: Path) -> Iterator[Sample]:
             raise LoaderError(f"{idx}: line {number}: expected groups of 'ext offset size name'")
         parts = {fields[i]: (int(fields[i + 1]), int(fields[i + 2])) for i in range(0, len(fields), 4)}
         sample = Sample(tar, fields[3].split(".", 1)[0], parts)
-        for ext in (PHOTO, LABEL):
+        for ext in needs:
             if ext not in parts:
                 raise LoaderError(f"{sample.where()}: sample has no .{ext}")
         yield sample
@@ -169,6 +269,19 @@ def batches_per_epoch(n: int, world_size: int, batch_size: int, sample_size: int
     if sample_size:
         per_rank = min(per_rank, sample_size // world_size)
     return per_rank // batch_size
+
+
+def domain_read(n: int, rank: int, world_size: int, count: int, epoch: int, batch_size: int) -> DomainRead:
+    """How rank ``rank`` reads ``count`` of a domain's ``n`` samples in ``epoch`` (see the module notes):
+    depends on these numbers only, so every rank and both loaders agree."""
+    if count > n // world_size:
+        return DomainRead(rank_block(n, rank, world_size), count, cycled=True, whole=False, shard_id=rank,
+                          num_shards=world_size)  # fmt: skip
+    parts = max(1, n // (world_size * max(count, 1)))  # each part holds at least count samples
+    shard_id, num_shards = rank * parts + epoch % parts, world_size * parts
+    window = rank_block(n, shard_id, num_shards)
+    whole = parts == 1 and len(window) - count < batch_size + world_size
+    return DomainRead(window, count, cycled=False, whole=whole, shard_id=shard_id, num_shards=num_shards)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -23,8 +23,10 @@ from cyclegan.data.catalog import (
     LABEL,
     PHOTO,
     CorruptSampleError,
+    DomainRead,
     LoaderError,
     ShardLoader,
+    Split,
     epoch_seed,
 )
 from cyclegan.data.codecs import decode_label, decode_photo, read_part
@@ -44,21 +46,36 @@ def dali_available() -> tuple[bool, str]:
     return True, "nvidia-dali is installed"
 
 
-def _build(loader: DaliLoader, seed: int) -> Any:
-    """The DALI graph of one epoch of ``loader``, seeded by ``seed``."""
+def _files(split: Split) -> dict[str, Any]:
+    return {"paths": [str(p) for p in split.tars], "index_paths": [str(p) for p in split.indexes],
+            "missing_component_behavior": "error"}  # fmt: skip
+
+
+def _domain_reader(split: Split, read: DomainRead, train: bool) -> dict[str, Any]:
+    """Reader arguments for one domain of an unpaired split, as :func:`~cyclegan.data.catalog.domain_read`
+    says. ``stick_to_shard`` keeps a reader in its window as it comes round again (a cycled domain), and
+    without padding a pass ends on its last sample; DALI finishes a pass before starting the next, so a
+    cycled sample is seen ``count // n`` or ``count // n + 1`` times. A buffer holding the whole window
+    makes the part read of a larger one a fair draw (a fresh pipeline starts at the window's beginning)."""
+    fill = SHUFFLE_BUFFER if read.whole or read.cycled else max(SHUFFLE_BUFFER, len(read.window))
+    return {**_files(split), "shard_id": read.shard_id, "num_shards": read.num_shards, "stick_to_shard": True,
+            "pad_last_batch": False, "random_shuffle": train, "initial_fill": fill}  # fmt: skip
+
+
+def _build(loader: DaliLoader, seed: int, epoch: int) -> Any:
+    """The DALI graph of epoch ``epoch`` of ``loader``, seeded by ``seed``."""
     from nvidia.dali import fn, pipeline_def, types
 
     cfg, train, paired = loader.cfg, loader.train, loader.paired
     gpu = loader.device.type == "cuda"
-    reader = {
-        "paths": [str(p) for p in loader.split.tars],
-        "index_paths": [str(p) for p in loader.split.indexes],
-        "shard_id": loader.rank,
-        "num_shards": loader.world_size,
-        "random_shuffle": train,
-        "initial_fill": SHUFFLE_BUFFER,
-        "missing_component_behavior": "error",
-    }
+    reader = {**_files(loader.photos), "shard_id": loader.rank, "num_shards": loader.world_size,
+              "random_shuffle": train, "initial_fill": SHUFFLE_BUFFER}  # fmt: skip
+    if loader.unpaired:
+        photo_read, map_read = loader.domain_reads(epoch)
+        photo_reader = _domain_reader(loader.photos, photo_read, train)
+        seg_reader = _domain_reader(loader.maps, map_read, train)
+    else:
+        photo_reader = seg_reader = reader
     palette = seg_colours().tolist()
 
     def crop_params() -> tuple[Any, Any, Any]:
@@ -81,8 +98,8 @@ def _build(loader: DaliLoader, seed: int) -> Any:
         if paired:
             jpg, png = fn.readers.webdataset(ext=[PHOTO, LABEL], name="photos", seed=seed + 1, **reader)
         else:
-            jpg = fn.readers.webdataset(ext=[PHOTO], name="photos", seed=seed + 1, **reader)
-            png = fn.readers.webdataset(ext=[LABEL], name="segs", seed=seed + 2, **reader)
+            jpg = fn.readers.webdataset(ext=[PHOTO], name="photos", seed=seed + 1, **photo_reader)
+            png = fn.readers.webdataset(ext=[LABEL], name="segs", seed=seed + 2, **seg_reader)
         photo_crop = crop_params()
         seg_crop = photo_crop if paired else crop_params()
 
@@ -143,23 +160,26 @@ class DaliLoader(ShardLoader):
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, Any]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        pipe = _build(self, epoch_seed(self.seed, epoch, self.rank))
+        pipe = _build(self, epoch_seed(self.seed, epoch, self.rank), epoch)
         try:
             pipe.build()
         except RuntimeError as e:  # no usable GPU, driver mismatch, unreadable files, ...
-            raise LoaderError(f"{self.split.tars[0].parent}: DALI could not start: {_one_line(e)} "
+            raise LoaderError(f"{self.photos.tars[0].parent}: DALI could not start: {_one_line(e)} "
                               "(data.loader=torch avoids DALI)") from None  # fmt: skip
+        # The named reader only sets when the iterator would stop (the loop stops at the batch count
+        # first); a cycled reader's window is shorter than the epoch, so it must not be the one.
+        reader_name = "segs" if self.unpaired and self.domain_reads(epoch)[0].cycled else "photos"
         try:
             names = OUTPUTS if self.coloured else [n for n in OUTPUTS if n != "seg"]
             iterator = DALIGenericIterator(
-                [pipe], names, reader_name="photos", last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
+                [pipe], names, reader_name=reader_name, last_batch_policy=LastBatchPolicy.DROP, auto_reset=False
             )  # reads the first batch already
             for number in range(self.batches_per_epoch):
                 batch = next(iterator)[0]
                 if number >= skip_batches:
                     yield self._contract(batch)
         except RuntimeError as e:
-            raise self._explain(e) from None
+            raise self._explain(e, epoch) from None
 
     def _contract(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         sources = _sources(batch["key"])
@@ -181,13 +201,19 @@ class DaliLoader(ShardLoader):
             out["seg"] = batch["seg"]
         return out
 
-    def _explain(self, error: RuntimeError) -> LoaderError:
-        """DALI's decode errors do not say which sample: find it by decoding this rank's block."""
+    def _explain(self, error: RuntimeError, epoch: int) -> LoaderError:
+        """DALI's decode errors do not say which sample: find it by decoding what this rank reads."""
         files: dict[Any, Any] = {}
-        for sample in (self.split.samples[i] for i in self.block):
-            try:
-                decode_photo(sample, read_part(sample, PHOTO, files))
-                decode_label(sample, read_part(sample, LABEL, files))
-            except CorruptSampleError as located:
-                return located
-        return LoaderError(f"{self.split.tars[0].parent}: DALI pipeline failed: {_one_line(error)}")
+        if self.unpaired:
+            photo_read, map_read = self.domain_reads(epoch)
+            photos, maps = photo_read.window, map_read.window
+        else:
+            photos = maps = self.block
+        try:
+            for i in photos:
+                decode_photo(self.photos.samples[i], read_part(self.photos.samples[i], PHOTO, files))
+            for i in maps:
+                decode_label(self.maps.samples[i], read_part(self.maps.samples[i], LABEL, files))
+        except CorruptSampleError as located:
+            return located
+        return LoaderError(f"{self.photos.tars[0].parent}: DALI pipeline failed: {_one_line(error)}")

@@ -34,6 +34,7 @@ from cyclegan.data.catalog import (
     LABEL,
     PHOTO,
     CorruptSampleError,
+    DomainRead,
     LoaderError,
     Sample,
     ShardLoader,
@@ -47,7 +48,8 @@ from cyclegan.palette import ids_to_seg, seg_colours
 Crop = tuple[float, float, bool]
 """Where to crop (fractions of the free height and width, as DALI's crop_pos_y/x) and whether to flip."""
 Item = tuple[int, int, Crop, Crop]
-"""One pair: photo sample number, segmentation sample number, and the crop of each."""
+"""One pair: photo sample number, segmentation sample number (in the same split when paired, else in
+each domain's), and the crop of each."""
 
 CENTRE: Crop = (0.5, 0.5, False)
 
@@ -70,18 +72,19 @@ class _PairDataset(Dataset):
     """Decodes and crops one :data:`Item`; errors travel back as values, so they reach the
     trainer as one line instead of a worker traceback."""
 
-    def __init__(self, samples: list[Sample], load_size: int, crop_size: int, paired: bool, photo_bytes: bool):
-        self.samples = samples
+    def __init__(self, photos: list[Sample], maps: list[Sample], load_size: int, crop_size: int, paired: bool,
+                 photo_bytes: bool) -> None:  # fmt: skip
+        self.photos, self.maps = photos, maps
         self.load_size, self.crop_size = load_size, crop_size
         self.paired = paired
         self.photo_bytes = photo_bytes
         self.files: dict[Any, BinaryIO] = {}
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.photos)
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
-        photo_sample, seg_sample = self.samples[item[0]], self.samples[item[1]]
+        photo_sample, seg_sample = self.photos[item[0]], self.maps[item[1]]
         try:
             label = decode_label(seg_sample, read_part(seg_sample, LABEL, self.files))
             photo = read_part(photo_sample, PHOTO, self.files)
@@ -145,7 +148,6 @@ class TorchLoader(ShardLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.samples = self.split.samples
         self.gpu_decode = self.device.type == "cuda"
         self.colours = seg_colours().to(self.device)  # once, not per batch
         self._batches = _EpochBatches()
@@ -154,6 +156,8 @@ class TorchLoader(ShardLoader):
     def plan(self, epoch: int) -> list[Item]:
         """The epoch's items in order: drawn from (seed, epoch, rank) alone."""
         count = self.batches_per_epoch * self.cfg.batch_size
+        if self.unpaired:
+            return self._plan_domains(epoch, count)
         block = torch.tensor(self.block)
         if not self.train:
             return [(int(i), int(i), CENTRE, CENTRE) for i in block[:count]]
@@ -163,6 +167,17 @@ class TorchLoader(ShardLoader):
         photo_crops = self._crops(count, gen)
         seg_crops = photo_crops if self.paired else self._crops(count, gen)
         return [(int(p), int(s), pc, sc) for p, s, pc, sc in zip(photos, segs, photo_crops, seg_crops, strict=True)]
+
+    def _plan_domains(self, epoch: int, count: int) -> list[Item]:
+        """Unpaired: each domain drawn as :func:`~cyclegan.data.catalog.domain_read` says, photos first."""
+        photo_read, map_read = self.domain_reads(epoch)
+        if not self.train:
+            return [(p, m, CENTRE, CENTRE) for p, m in zip(photo_read.window[:count], map_read.window[:count],
+                                                           strict=True)]  # fmt: skip
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, self.rank))
+        photos, maps = draw(photo_read, gen), draw(map_read, gen)
+        photo_crops, seg_crops = self._crops(count, gen), self._crops(count, gen)
+        return list(zip(photos, maps, photo_crops, seg_crops, strict=True))
 
     def _crops(self, count: int, gen: torch.Generator) -> list[Crop]:
         positions = torch.rand(count, 2, generator=gen).tolist()
@@ -192,7 +207,8 @@ class TorchLoader(ShardLoader):
 
     def _data_loader(self) -> DataLoader:
         if self._loader is None:
-            dataset = _PairDataset(self.samples, self.cfg.load_size, self.cfg.crop_size, self.paired, self.gpu_decode)
+            dataset = _PairDataset(self.photos.samples, self.maps.samples, self.cfg.load_size, self.cfg.crop_size,
+                                   self.paired, self.gpu_decode)  # fmt: skip
             workers = self.cfg.num_workers
             self._loader = DataLoader(
                 dataset,
@@ -218,7 +234,7 @@ class TorchLoader(ShardLoader):
 
     def _gpu_photos(self, batch: dict[str, Any]) -> torch.Tensor:
         """nvJPEG decodes the whole batch at once; resize and crop then run on the GPU too."""
-        samples = [self.samples[i] for i in batch["photo_index"]]
+        samples = [self.photos.samples[i] for i in batch["photo_index"]]
         try:
             photos = decode_jpeg(batch["photo"], mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:  # find and name the bad one
@@ -232,6 +248,15 @@ class TorchLoader(ShardLoader):
             check_pair(sample, tuple(photo.shape[-2:]), label_size, self.paired)
             crops.append(resize_crop(photo, self.cfg.load_size, self.cfg.crop_size, crop, nearest=False))
         return torch.stack(crops)
+
+
+def draw(read: DomainRead, gen: torch.Generator) -> list[int]:
+    """``read.count`` sample numbers of ``read.window``: a random part of it, or, when cycled, fresh
+    permutations of all of it one after the other."""
+    window = torch.tensor(read.window)
+    passes = -(-read.count // len(window))
+    order = torch.cat([window[torch.randperm(len(window), generator=gen)] for _ in range(passes)])
+    return order[: read.count].tolist()
 
 
 _END = object()

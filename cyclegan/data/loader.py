@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from cyclegan.config import DataConfig
-from cyclegan.data.catalog import LoaderError, ShardLoader, read_split
+from cyclegan.data.catalog import LoaderError, ShardLoader, read_data
 from cyclegan.data.dali import DaliLoader, dali_available
 from cyclegan.data.fallback import TorchLoader
 
@@ -46,7 +46,8 @@ def build_loader(
     verbose: bool = False,
     coloured: bool = True,
 ) -> ShardLoader:
-    """This rank's loader over one split; ``train=False`` gives paired centre crops in shard order."""
+    """This rank's loader over one split; ``train=False`` gives centre crops in shard order (of pairs,
+    or of each domain when the split is unpaired)."""
     if cfg.load_size < cfg.crop_size:
         raise LoaderError(f"data.load_size={cfg.load_size} is smaller than data.crop_size={cfg.crop_size}")
     device = torch.device(device)
@@ -55,7 +56,7 @@ def build_loader(
         print(f"data: {kind} loader ({why})", flush=True)
     loader = DaliLoader if kind == "dali" else TorchLoader
     return loader(
-        read_split(cfg.shards, split),
+        read_data(cfg.shards, split),
         cfg,
         rank=rank,
         world_size=world_size,
