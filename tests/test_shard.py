@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -9,11 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 import webdataset as wds
 from PIL import Image, ImageOps
@@ -718,3 +721,132 @@ def test_folders_apply_exif_orientation(tmp_path: Path) -> None:
     expected = np.asarray(Image.fromarray(ids).transpose(Image.Transpose.ROTATE_270))
     np.testing.assert_array_equal(np.asarray(image(sample["label.png"])), expected)
     assert image(sample["jpg"]).size == (40, 60)
+
+
+# ---------------------------------------------------------------- paired output, pinned by a fixture
+
+PAIRED_FIXTURE = REPO / "tests" / "fixtures" / "paired_shards.json"
+RECORD = "CYCLEGAN_RECORD_PAIRED_SHARDS"
+"""With this set to 1, ``test_paired_output_unchanged`` adds the running encoder flavour to the fixture."""
+TMP = "<tmp>"
+
+
+def encoder_flavour() -> str:
+    """Which bytes this Pillow's encoders write, as a hash of one image saved the ways the sharder and
+    the synthetic data save: Pillow wheels bundle their own libjpeg and zlib, so re-encoded photos and
+    every PNG differ between versions, while what the sharder decides does not."""
+    ramp = np.add.outer(np.arange(24), 5 * np.arange(40)).astype(np.uint8)
+    probe = Image.fromarray(np.stack([ramp, ramp[::-1], 255 - ramp], axis=-1))
+    digest = hashlib.sha256()
+    for picture, params in [(probe, {"quality": 90}), (probe, {"quality": 95}), (probe.convert("L"), {"quality": 90})]:
+        digest.update(encoded(picture, "JPEG", **params))
+    for picture in (probe, probe.convert("L")):
+        digest.update(encoded(picture, "PNG"))
+    return digest.hexdigest()[:16]
+
+
+def encoded(picture: Image.Image, fmt: str, **params: int) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def paired_inputs(base: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Small inputs of each paired layout with the conversions and bad inputs the sharder handles,
+    and the arguments each is sharded with: case -> (dataset folder, argv without --out)."""
+    options = {"n_train": 7, "n_val": 2, "size": (32, 48), "size_jitter": 0.3, "grayscale_every": 3, "seed": 21}
+    scene = make_synthetic_ade20k(base / "sp", **options)
+    photos = scene / "images" / "training"
+    (photos / "ADE_train_00000002.jpg").write_text("not a photo")
+    annotation_of(scene, "training", "ADE_train_00000005").unlink()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(photos / "ADE_train_00000004.jpg").save(photos / "ADE_train_00000004.jpg", exif=exif, quality=90)
+    full = make_synthetic_ade20k(base / "full", layout="full", **options)
+    folders = make_synthetic_ade20k(base / "folders", layout="folders", **options)
+    (folders / "segmented" / "ADE_train_00000006.png").unlink()
+    (folders / "images" / "notes.txt").write_text("not an image")
+    return {
+        "scene-parsing": (scene, ["--root", str(scene), "--samples-per-shard", "3"]),
+        "full": (full, ["--root", str(full), "--class-map", str(full / CLASS_MAP_FILE), "--short-side", "40",
+                        "--limit", "5", "--samples-per-shard", "2"]),  # fmt: skip
+        "folders": (folders, ["--photos", str(folders / "images"), "--segmentations", str(folders / "segmented"),
+                              "--val-fraction", "0.3", "--samples-per-shard", "4"]),  # fmt: skip
+    }
+
+
+def tar_members(tar_path: Path) -> dict[str, bytes]:
+    with tarfile.open(tar_path) as tar:
+        return {info.name: tar.extractfile(info).read() for info in tar.getmembers()}
+
+
+def index_from_tar(tar_path: Path) -> str:
+    """The index of a tar as wds2idx writes it, from the tar's own member offsets: one line per
+    sample (consecutive members of one key), each member as ``ext data_offset size name``."""
+    lines: list[list[str]] = []
+    keys: list[str] = []
+    with tarfile.open(tar_path) as tar:
+        for info in tar.getmembers():
+            key, ext = info.name.split(".", 1)
+            if keys[-1:] != [key]:
+                keys.append(key)
+                lines.append([])
+            lines[-1].append(f"{ext} {info.offset_data} {info.size} {info.name}")
+    return f"v1.2 {len(lines)}\n" + "".join(" ".join(line) + "\n" for line in lines)
+
+
+def describe_output(out: Path, dataset: Path, tmp: Path) -> tuple[dict, dict[str, str]]:
+    """An output in two parts: what no encoder changes (its file names, every json file with ``tmp``
+    as a placeholder, as content and as text, each tar's members in order: a json's text, a label's
+    decoded pixels, whether a photo is its source's own bytes), and the sha256 of each tar and index."""
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    described: dict = {"files": files, "json": {}, "json_text_sha256": {}, "tars": {}}
+    for name in files:
+        if name.endswith(".json"):
+            text = (out / name).read_text().replace(str(tmp), TMP)
+            described["json"][name], described["json_text_sha256"][name] = json.loads(text), sha256(text.encode())
+        elif name.endswith(".tar"):
+            assert (out / name).with_suffix(".idx").read_text() == index_from_tar(out / name)
+            members = tar_members(out / name)
+            described["tars"][name] = [[member, _decoded(member, data, members, dataset)]
+                                       for member, data in members.items()]  # fmt: skip
+    return described, {name: sha256((out / name).read_bytes()) for name in files if name.endswith((".tar", ".idx"))}
+
+
+def _decoded(name: str, data: bytes, members: dict[str, bytes], dataset: Path) -> str:
+    key, ext = name.split(".", 1)
+    if ext == "json":
+        return data.decode()
+    picture = image(data)
+    if ext == "label.png":
+        return f"{picture.mode} {picture.size} pixels {sha256(np.asarray(picture).tobytes())}"
+    if data == (dataset / json.loads(members[f"{key}.json"])["photo"]).read_bytes():
+        return "the source's bytes"
+    return f"re-encoded {picture.format} {picture.mode} {picture.size}"
+
+
+def test_paired_output_unchanged(tmp_path: Path) -> None:
+    """Paired shards, indexes and manifests stay what the sharder wrote before unpaired data came
+    (git 85ad564): their content everywhere, their bytes under each encoder flavour recorded.
+    To record the running flavour: CYCLEGAN_RECORD_PAIRED_SHARDS=1 pytest -k paired_output_unchanged."""
+    recorded = json.loads(PAIRED_FIXTURE.read_text()) if PAIRED_FIXTURE.is_file() else {"cases": {}, "flavours": {}}
+    found, hashes = {}, {}
+    for case, (dataset, argv) in paired_inputs(tmp_path / "inputs").items():
+        assert main([*argv, "--out", str(tmp_path / case), "--workers", "1"]) == 0
+        found[case], hashes[case] = describe_output(tmp_path / case, dataset, tmp_path.resolve())
+    flavour = encoder_flavour()
+    if os.environ.get(RECORD) == "1":
+        assert recorded["cases"] in ({}, found), f"delete {PAIRED_FIXTURE} to record another output"
+        entry = recorded["flavours"].setdefault(flavour, {"pillow": [], "sha256": hashes})
+        assert entry["sha256"] == hashes, f"flavour {flavour} wrote other bytes before: a probe too weak"
+        recorded["cases"], entry["pillow"] = found, sorted({*entry["pillow"], PIL.__version__})
+        PAIRED_FIXTURE.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    assert found.keys() == recorded["cases"].keys()
+    for case, described in found.items():
+        assert described == recorded["cases"][case], case
+    if flavour in recorded["flavours"]:
+        assert hashes == recorded["flavours"][flavour]["sha256"]
