@@ -38,7 +38,7 @@ from cyclegan.build import (
     seg_encoding,
 )
 from cyclegan.config import Config, ConfigError, to_dict
-from cyclegan.data.catalog import LoaderError, shards_fingerprint
+from cyclegan.data.catalog import MANIFEST, LoaderError, shards_fingerprint, split_names
 from cyclegan.data.loader import build_loader
 from cyclegan.ema import GeneratorEMA
 from cyclegan.evaluate import (
@@ -187,6 +187,12 @@ class Trainer:
             )
         if not cfg.train.eval_every:
             return loader, None, None
+        if cfg.data.val_split not in split_names(cfg.data.shards):
+            raise TrainingError(
+                f"{Path(cfg.data.shards) / MANIFEST}: no split '{cfg.data.val_split}' to score "
+                f"(train.eval_every={cfg.train.eval_every}): shard a paired validation split "
+                "(--val-photos/--val-segmentations) or set train.eval_every 0"
+            )
         val_loader = build_loader(cfg.data, split=cfg.data.val_split, train=False, **kwargs)
         fid = load_fid(cfg.train.inception_weights, self.acc.device) if cfg.train.inception_weights else None
         return loader, val_loader, fid
@@ -322,15 +328,18 @@ class Trainer:
 
     # ------------------------------------------------------------ per epoch
     def _fixed_samples(self) -> dict[str, Any] | None:
-        """The first validation items, drawn in every epoch's grid."""
+        """The first validation items, drawn in every epoch's grid; the first training items (of each
+        domain, when unpaired) where the shards have no validation split."""
         if self.cfg.train.num_samples == 0:
             return None
         data = dataclasses.replace(self.cfg.data, batch_size=self.cfg.train.num_samples, sample_size=0)
-        loader = build_loader(data, split=self.cfg.data.val_split, rank=0, world_size=1, device=self.acc.device,
-                              seed=0, train=False, coloured=self.encoding.coloured)  # fmt: skip
+        has_val = data.val_split in split_names(data.shards)
+        split = data.val_split if has_val else data.train_split
+        loader = build_loader(data, split=split, rank=0, world_size=1, device=self.acc.device, seed=0, train=False,
+                              coloured=self.encoding.coloured)  # fmt: skip
         if loader.batches_per_epoch < 1:
             raise TrainingError(
-                f"{self.cfg.data.shards}: split '{self.cfg.data.val_split}' has fewer than "
+                f"{self.cfg.data.shards}: split '{split}' has fewer than "
                 f"train.num_samples={self.cfg.train.num_samples} items"
             )
         return next(iter(loader.epoch(0)))
@@ -432,10 +441,13 @@ class Trainer:
         write_status(self.out_dir, status, reason, self.progress, self.cfg.optim.epochs)
 
     def _print_plan(self) -> None:
-        cfg, acc = self.cfg, self.acc
-        print(f"training {cfg.optim.epochs} epochs x {self.loader.batches_per_epoch} steps on {acc.num_processes} "
+        cfg, acc, loader = self.cfg, self.acc, self.loader
+        print(f"training {cfg.optim.epochs} epochs x {loader.batches_per_epoch} steps on {acc.num_processes} "
               f"process(es), batch {cfg.data.batch_size} per process, lr {self.opt_g.defaults['lr']:.3g}, "
               f"{cfg.train.precision} precision, device {acc.device}", flush=True)  # fmt: skip
+        if loader.unpaired:
+            print(f"unpaired domains: {len(loader.photos.samples)} photos, {len(loader.maps.samples)} maps; "
+                  f"data.epoch_length={cfg.data.epoch_length}", flush=True)  # fmt: skip
 
     def _run_epoch(self, stats: StepStats) -> str | None:
         """The rest of the current epoch's steps, with logging, stop checks and step checkpoints.

@@ -45,7 +45,9 @@ def run(argv: list[str]) -> int:
     class RecordingLoader:
         def __init__(self, inner) -> None:
             self.inner = inner
-            self.batches_per_epoch = inner.batches_per_epoch
+
+        def __getattr__(self, name: str):  # everything but epoch() is the real loader's
+            return getattr(self.inner, name)
 
         def epoch(self, epoch: int, skip_batches: int = 0):
             for batch in self.inner.epoch(epoch, skip_batches):
