@@ -3,11 +3,14 @@
     cyclegan-demo                       # writes everything under ./demo_out
     cyclegan-demo --out /tmp/demo --epochs 2 --images 64
     cyclegan-demo --layout folders      # the seed project's photo and colour-map folders instead
+    cyclegan-demo --layout unpaired     # photos of some scenes, colour maps of others: nothing pairs
 
 It makes a small synthetic dataset in the real ADE20K on-disk layout (sky, buildings,
 trees, roads, ... each class with its own colour and texture), or with ``--layout folders`` as
 the seed project kept it (``images/`` and ``segmented/``: photos and colour maps in the ADE20K
-display palette, paired by file name, plus ``val_images/`` and ``val_segmented/``), shards it with
+display palette, paired by file name, plus ``val_images/`` and ``val_segmented/``), or with ``--layout
+unpaired`` as two domains from different sources (the photos of 5/8 of the scenes, the colour maps of
+the other 3/8; validation stays paired, as scoring needs), shards it with
 cyclegan-shard, trains a small CycleGAN with ``configs/demo.yaml`` through the same
 ``cyclegan-train`` entry point as real runs, then translates the validation photos to
 segmentation maps and the validation label maps to photos with the last epoch's
@@ -27,7 +30,7 @@ from pathlib import Path
 from cyclegan.arguments import positive_int
 from cyclegan.config import shipped_config
 from cyclegan.data.shard import main as shard_main
-from cyclegan.data.synthetic import FOLDER_NAMES, make_synthetic_ade20k
+from cyclegan.data.synthetic import FOLDER_NAMES, make_synthetic_ade20k, unpaired_domains
 from cyclegan.generate import main as generate_main
 
 PROG = "cyclegan-demo"
@@ -45,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, help="training epochs (default: configs/demo.yaml)")
     parser.add_argument(
         "--layout",
-        choices=("scene-parsing", "folders"),
+        choices=("scene-parsing", "folders", "unpaired"),
         default="scene-parsing",
-        help="dataset on disk: the ADE20K SceneParsing release (default), or the seed's two folders of photos "
-        "and colour maps",
+        help="dataset on disk: the ADE20K SceneParsing release (default), the seed's two folders of photos "
+        "and colour maps, or unpaired: photos of some scenes and colour maps of others (validation paired)",
     )
     return parser
 
@@ -60,13 +63,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[1/4] synthetic ADE20K, {args.layout} layout ({args.images} training + 8 validation images) -> "
           f"{out / 'ade20k'}", flush=True)  # fmt: skip
+    layout = "folders" if args.layout == "unpaired" else args.layout
     dataset = make_synthetic_ade20k(
-        out / "ade20k", layout=args.layout, n_train=args.images, n_val=8, size=(96, 128), size_jitter=0.15, seed=0
+        out / "ade20k", layout=layout, n_train=args.images, n_val=8, size=(96, 128), size_jitter=0.15, seed=0
     )
-    if args.layout == "folders":
+    if layout == "folders":
         (photos, maps), (val_photos, val_maps) = ([dataset / name for name in FOLDER_NAMES[split]]
                                                   for split in ("training", "validation"))  # fmt: skip
-        inputs = ["--photos", str(photos), "--segmentations", str(maps),
+        unpaired = []
+        if args.layout == "unpaired":
+            photos, maps = unpaired_domains(photos, maps, out / "unpaired", photo_share=5 / 8)
+            unpaired = ["--unpaired"]
+            print(f"      unpaired: {sum(1 for _ in photos.iterdir())} photos in {photos}, "
+                  f"{sum(1 for _ in maps.iterdir())} maps of other scenes in {maps}", flush=True)  # fmt: skip
+        inputs = ["--photos", str(photos), "--segmentations", str(maps), *unpaired,
                   "--val-photos", str(val_photos), "--val-segmentations", str(val_maps)]  # fmt: skip
     else:
         val_photos, val_maps = dataset / "images" / "validation", dataset / "annotations" / "validation"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from train_helpers import make_shards, tiny_args
+from train_helpers import make_shards, make_unpaired_shards, tiny_args
 
 from cyclegan.data.synthetic import make_synthetic_ade20k
 
@@ -36,6 +36,12 @@ def full_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16 training and 4 validation samples as shards, for the trainer's tests."""
     return make_shards(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="session")
+def unpaired_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """13 photos and 8 maps of other names and sizes, in two streams; 3 paired validation samples."""
+    return make_unpaired_shards(tmp_path_factory.mktemp("unpaired"))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,12 @@ from cyclegan.palette import DISPLAY_PALETTE
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("layout", ["scene-parsing", "folders"])
+@pytest.mark.parametrize("layout", ["scene-parsing", "folders", "unpaired"])
 def test_demo_writes_generators_grids_and_translations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
 ) -> None:
-    """Both on-disk layouts, the second the seed's: folders -> shards -> training -> generate with
-    the seed's flags, the maps in the display palette."""
+    """Each on-disk layout: the second the seed's (folders -> shards -> training -> generate with the
+    seed's flags, the maps in the display palette), the third two folders of which nothing pairs."""
     tiny = ["--model.ngf", "4", "--model.ndf", "4", "--model.n_residual_blocks", "1",
             "--data.load_size", "36", "--data.crop_size", "32", "--data.batch_size", "2",
             "--data.num_workers", "0"]  # fmt: skip
@@ -39,3 +40,10 @@ def test_demo_writes_generators_grids_and_translations(
         seg = np.asarray(Image.open(next((tmp_path / "translated" / "photo2seg").glob("*_seg.png"))))
         palette = {tuple(c) for c in DISPLAY_PALETTE.tolist()}
         assert {tuple(c) for c in np.unique(seg.reshape(-1, 3), axis=0).tolist()} <= palette
+    if layout == "unpaired":
+        assert "unpaired: 5 photos" in output and "3 maps of other scenes" in output
+        manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+        training = manifest["splits"]["training"]
+        assert manifest["format"] == "cyclegan-shard/2"
+        assert (training["photos"]["samples"], training["maps"]["samples"]) == (5, 3)
+        assert manifest["splits"]["validation"]["samples"] == 8

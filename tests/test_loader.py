@@ -14,6 +14,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 from cyclegan.config import DataConfig
-from cyclegan.data.catalog import CorruptSampleError, LoaderError, read_split
+from cyclegan.data.catalog import CorruptSampleError, LoaderError, read_data, read_split
 from cyclegan.data.loader import build_loader, choose_loader
 from cyclegan.data.shard import _add_member
 from cyclegan.data.shard import main as shard_main
@@ -404,3 +405,115 @@ def test_shard_gone_after_start_is_one_line(shards: Path, tmp_path: Path, loader
         for _ in built.epoch(0):
             pass
     assert "\n" not in str(error.value) and str(copy) in str(error.value)
+
+
+# ---------------------------------------------------------------- unpaired shards: two domains
+
+
+@pytest.fixture
+def unpaired(unpaired_shards: Path) -> Path:
+    return unpaired_shards
+
+
+def _epoch_counts(shards: Path, loader: str, world_size: int, epoch: int, **changes: object) -> list[tuple]:
+    """Per rank: (photo key counts, map key counts, batches) of one epoch."""
+    cfg = _cfg(shards, loader, num_workers=0, **changes)
+    ranks = []
+    for rank in range(world_size):
+        built = _load(cfg, rank=rank, world_size=world_size, seed=7)
+        batches = list(built.epoch(epoch))
+        photos = Counter(key for batch in batches for key in batch["key"])
+        maps = Counter(key for batch in batches for key in batch["seg_key"])
+        ranks.append((photos, maps, len(batches)))
+    return ranks
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_max_reads_the_larger_domain_once_and_cycles_the_smaller(unpaired: Path, loader: str) -> None:
+    photos = {s.key for s in read_data(unpaired, "training").photos.samples}
+    maps = {s.key for s in read_data(unpaired, "training").maps.samples}
+    assert len(photos) == 13 and len(maps) == 8 and photos.isdisjoint(maps)
+    # One process, batch 2: 12 of the 13 photos once each; 12 map draws over 8 maps, so 4 of them twice.
+    ((seen_photos, seen_maps, batches),) = _epoch_counts(unpaired, loader, 1, epoch=0)
+    assert batches == 6 and set(seen_photos.values()) == {1} and len(seen_photos) == 12
+    assert sorted(seen_maps.values()) == [1] * 4 + [2] * 4 and set(seen_maps) == maps
+    # Two processes: blocks of 6 and 7 photos and of 4 and 4 maps; 3 batches each (6 draws per rank).
+    ranks = _epoch_counts(unpaired, loader, 2, epoch=1)
+    assert [batches for *_, batches in ranks] == [3, 3]
+    assert set(ranks[0][0]).isdisjoint(ranks[1][0]) and set(ranks[0][1]).isdisjoint(ranks[1][1])
+    assert len(set(ranks[0][0]) | set(ranks[1][0])) == 12  # one photo of the block of 7 sits out
+    for _, seen, _ in ranks:  # 6 draws over a block of 4: two maps twice, two once
+        assert sorted(seen.values()) == [1, 1, 2, 2]
+    assert set(ranks[0][1]) | set(ranks[1][1]) == maps
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_min_reads_the_smaller_domain_once_and_a_changing_part_of_the_larger(
+    unpaired: Path, loader: str
+) -> None:
+    sat_out = []
+    for epoch in range(3):
+        ((seen_photos, seen_maps, batches),) = _epoch_counts(unpaired, loader, 1, epoch, epoch_length="min")
+        assert batches == 4 and set(seen_maps.values()) == {1} and len(seen_maps) == 8
+        assert set(seen_photos.values()) == {1} and len(seen_photos) == 8
+        sat_out.append(frozenset(seen_photos))
+    assert len(set(sat_out)) == 3, "a different part of the photos sits out each epoch"
+    ranks = _epoch_counts(unpaired, loader, 2, 0, epoch_length="min")
+    assert [batches for *_, batches in ranks] == [2, 2]
+    assert set(ranks[0][0]).isdisjoint(ranks[1][0]) and set(ranks[0][1]).isdisjoint(ranks[1][1])
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_min_takes_the_larger_domain_in_turns_when_it_is_twice_the_epoch(unpaired: Path, loader: str) -> None:
+    """A fresh DALI pipeline starts each epoch at the start of its block: with data.sample_size 4 on two
+    processes (2 draws per rank), each rank's 6 or 7 photos are read in parts of 2 (3) that take turns."""
+    seen = [Counter(), Counter()]
+    for epoch in range(3):
+        for rank, (photos, _, _) in enumerate(_epoch_counts(unpaired, loader, 2, epoch, epoch_length="min",
+                                                             sample_size=4)):  # fmt: skip
+            seen[rank].update(photos)
+    assert set(seen[0].values()) == {1} and len(seen[0]) == 6  # the block of 6, each photo once in 3 epochs
+    assert set(seen[1].values()) == {1} and len(seen[1]) == 6  # 6 of the block of 7: parts of 2, 2 and 3
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_order_is_seeded_changes_each_epoch_and_resumes(unpaired: Path, loader: str) -> None:
+    cfg = _cfg(unpaired, loader, num_workers=0)
+
+    def order(built, epoch: int, skip: int = 0) -> list[tuple[str, str]]:
+        return [pair for b in built.epoch(epoch, skip) for pair in zip(b["key"], b["seg_key"], strict=True)]
+
+    first = _load(cfg, seed=3)
+    assert order(first, 0) != order(first, 1)
+    assert order(_load(cfg, seed=3), 1) == order(first, 1)
+    assert order(_load(cfg, seed=4), 1) != order(first, 1)
+    full = list(first.epoch(2))
+    resumed = list(_load(cfg, seed=3).epoch(2, skip_batches=4))
+    assert [(b["key"], b["seg_key"]) for b in resumed] == [(b["key"], b["seg_key"]) for b in full[4:]]
+    assert all(torch.equal(a["photo"], b["photo"]) and torch.equal(a["label"], b["label"])
+               for a, b in zip(resumed, full[4:], strict=True))  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unpaired_batches_decode_each_domain(unpaired: Path, loader: str) -> None:
+    batch = next(iter(_load(_cfg(unpaired, loader, num_workers=0)).epoch(0)))
+    assert batch["photo"].shape == (2, 3, 32, 32) and batch["label"].shape == (2, 32, 32)
+    assert torch.equal(batch["seg"], ids_to_seg(batch["label"]))
+    assert all(key.startswith("ADE_train_") for key in batch["key"])
+    assert all(key.startswith("map_") for key in batch["seg_key"])
+
+
+def test_unpaired_refusals_are_one_line(unpaired: Path, tmp_path: Path) -> None:
+    with pytest.raises(LoaderError, match=r"manifest.json: data.paired: true .* needs paired shards"):
+        _load(_cfg(unpaired, "torch", paired=True))
+    with pytest.raises(LoaderError, match=r"the maps domain has 8 sample\(s\), fewer than the 9 processes"):
+        _load(_cfg(unpaired, "torch"), world_size=9)
+    with pytest.raises(LoaderError, match=r"split 'training' is unpaired .*; scoring needs a paired split"):
+        read_split(unpaired, "training")
+    assert len(read_split(unpaired, "validation").samples) == 3
+    copy = shutil.copytree(unpaired, tmp_path / "shards")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": "cyclegan-shard/9"}))
+    with pytest.raises(LoaderError, match=r"format 'cyclegan-shard/9' is not one this version reads") as error:
+        _load(_cfg(copy, "torch"))
+    assert "\n" not in str(error.value)

@@ -33,6 +33,30 @@ def make_shards(root: Path, n_train: int = 16, n_val: int = 4) -> Path:
     return out
 
 
+def make_unpaired_data(root: Path, n_photos: int = 13, n_maps: int = 8) -> dict[str, Path]:
+    """Photos of one synthetic set and the colour maps of another, renamed and of other sizes (no map
+    belongs to a photo), plus paired validation folders."""
+    photo_set = make_synthetic_ade20k(root / "a", layout="folders", n_train=n_photos, n_val=3, size=(40, 48), seed=1)
+    map_set = make_synthetic_ade20k(root / "b", layout="folders", n_train=n_maps, n_val=0, size=(52, 44), seed=2)
+    maps = root / "maps"
+    maps.mkdir()
+    for number, path in enumerate(sorted((map_set / "segmented").iterdir())):
+        path.rename(maps / f"map_{number:02d}.png")
+    return {"photos": photo_set / "images", "maps": maps, "val_photos": photo_set / "val_images",
+            "val_maps": photo_set / "val_segmented"}  # fmt: skip
+
+
+def make_unpaired_shards(root: Path, n_photos: int = 13, n_maps: int = 8, validation: bool = True) -> Path:
+    """``cyclegan-shard --unpaired`` output of :func:`make_unpaired_data`: 4 samples a shard."""
+    data, out = make_unpaired_data(root, n_photos, n_maps), root / "shards"
+    args = ["--photos", data["photos"], "--segmentations", data["maps"], "--unpaired", "--out", out,
+            "--samples-per-shard", "4", "--workers", "1"]  # fmt: skip
+    if validation:
+        args += ["--val-photos", data["val_photos"], "--val-segmentations", data["val_maps"]]
+    assert shard_main([str(arg) for arg in args]) == 0
+    return out
+
+
 def tiny_args(shards: Path, out_dir: Path, *extra: str) -> list[str]:
     """A run of 2 epochs x (16 samples / batch 2 / processes) steps, seconds on a CPU."""
     return [

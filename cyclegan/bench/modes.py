@@ -11,6 +11,9 @@ epochs and steps. The rows differ only in what their name says:
     classes           model.seg_mode classes (151 logits; one-hot maps via Gumbel straight-through)
     classes+paired    classes, data.paired true and optim.lambda_paired --lambda-paired
     rgb+paired        rgb, data.paired true and optim.lambda_paired --lambda-paired
+    classes+unpaired  classes on two true domains: the photos of the first half of the training scenes
+    rgb+unpaired      and the maps of the second half (cyclegan-shard --unpaired), nothing pairs; twice
+                      the epochs, as each epoch reads half as many images: the same steps as the others
 
 Each run's last generators are then scored at full resolution on the validation split, as
 ``cyclegan-eval`` scores them, twice when the exports hold the moving average (``train.ema_decay``,
@@ -39,19 +42,21 @@ from cyclegan.checkpoint import list_checkpoints, load_network, open_checkpoint
 from cyclegan.config import load_config, shipped_config
 from cyclegan.data.catalog import read_split
 from cyclegan.data.shard import main as shard_main
-from cyclegan.data.synthetic import make_synthetic_ade20k
+from cyclegan.data.synthetic import make_synthetic_ade20k, unpaired_domains
 from cyclegan.evaluate import evaluate_photos, evaluate_segmentation, shard_batches
 from cyclegan.seg_encoding import encoding_for, mode_of_export
 
-ROWS = ("rgb", "classes", "classes+paired", "rgb+paired")
+ROWS = ("rgb", "classes", "classes+paired", "rgb+paired", "classes+unpaired", "rgb+unpaired")
 
 
-def row_overrides(row: str, lambda_paired: float) -> list[str]:
+def row_overrides(row: str, args: argparse.Namespace, shards: Path) -> list[str]:
     """The trainer flags that make ``row`` differ from the demo config."""
-    mode, _, paired = row.partition("+")
-    flags = ["--model.seg_mode", mode]
-    if paired:
-        flags += ["--data.paired", "true", "--optim.lambda_paired", str(lambda_paired)]
+    mode, _, data = row.partition("+")
+    epochs = 2 * args.epochs if data == "unpaired" else args.epochs
+    flags = ["--model.seg_mode", mode, "--optim.epochs", str(epochs), "--optim.decay_epoch", str(epochs // 2),
+             "--data.shards", str(shards.with_name("unpaired_shards") if data == "unpaired" else shards)]  # fmt: skip
+    if data == "paired":
+        flags += ["--data.paired", "true", "--optim.lambda_paired", str(args.lambda_paired)]
     return flags
 
 
@@ -76,9 +81,8 @@ def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: 
     hold the moving average (train.ema_decay > 0), the trained weights of the same step from the
     training state: raw vs EMA, the same run."""
     out_dir = runs / row.replace("+", "_")
-    flags = ["--data.shards", str(shards), "--train.out_dir", str(out_dir), "--train.resume", "",
-             "--optim.epochs", str(args.epochs), "--optim.decay_epoch", str(args.epochs // 2),
-             *row_overrides(row, args.lambda_paired), *shlex.split(args.train_args)]  # fmt: skip
+    flags = ["--train.out_dir", str(out_dir), "--train.resume", "", *row_overrides(row, args, shards),
+             *shlex.split(args.train_args)]  # fmt: skip
     cmd = [sys.executable, "-m", "cyclegan.train", "--config", str(shipped_config("demo")), *flags]
     start = time.perf_counter()
     log = out_dir.with_suffix(".log")
@@ -105,6 +109,20 @@ def trained(row: str, args: argparse.Namespace, shards: Path, runs: Path, tars: 
     return rows
 
 
+def shard_unpaired(dataset: Path, work: Path) -> Path:
+    """``work/unpaired_shards``: the photos of the first half of ``dataset``'s training scenes and the
+    maps of the second half as two domains, the same validation pairs as ``work/shards``."""
+    photos, maps = unpaired_domains(dataset / "images" / "training", dataset / "annotations" / "training",
+                                    work / "unpaired")  # fmt: skip
+    shards = work / "unpaired_shards"
+    flags = ["--photos", photos, "--segmentations", maps, "--unpaired", "--val-photos", dataset / "images" /
+             "validation", "--val-segmentations", dataset / "annotations" / "validation", "--out", shards,
+             "--samples-per-shard", "64", "--workers", "2"]  # fmt: skip
+    if shard_main([str(flag) for flag in flags]):
+        raise RuntimeError(f"{shards}: cyclegan-shard --unpaired failed")
+    return shards
+
+
 def bench_modes(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cyclegan-modes-") as tmp:
@@ -114,6 +132,8 @@ def bench_modes(args: argparse.Namespace) -> dict[str, Any]:
         shards = work / "shards"
         if shard_main(["--root", str(dataset), "--out", str(shards), "--samples-per-shard", "64", "--workers", "2"]):
             raise RuntimeError(f"{shards}: cyclegan-shard failed")
+        if any(row.endswith("+unpaired") for row in args.rows):
+            shard_unpaired(dataset, work)
         tars = [str(t) for t in read_split(shards, "validation").tars]
         extra = shlex.split(args.train_args)
         for mode in dict.fromkeys(r.partition("+")[0] for r in args.rows):

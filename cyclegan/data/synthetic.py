@@ -17,12 +17,14 @@ that ``cyclegan-shard --class-map`` needs as ``<dataset>/ade150_class_map.json``
 cone's full id is deliberately left out of it, so it maps to 0 (unlabeled) like any class
 outside the 150. The folders layout is the seed project's: flat folders of photos and of colour
 maps in the ADE20K display palette (``FOLDER_NAMES``), paired by file name, the maps as PNG or as
-JPEG (quality 90).
+JPEG (quality 90). :func:`unpaired_domains` makes any of them unpaired: the photos of some scenes
+and the maps of the others.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,19 @@ def _encode_seg(labels: np.ndarray, instances: np.ndarray) -> np.ndarray:
     # them by integer division. Not drawn from the rng, so both layouts of one seed stay identical.
     red = ids // 256 * 10 + instances % 10
     return np.stack([red, ids % 256, instances], axis=-1).astype(np.uint8)
+
+
+def unpaired_domains(photos: Path, maps: Path, out: Path, photo_share: float = 0.5) -> tuple[Path, Path]:
+    """Two unpaired domains from paired folders: copies of the photos of the first ``photo_share`` of the
+    scenes (in name order) in ``out/photos`` and of the maps of the rest in ``out/maps``, so that no map
+    belongs to any photo. Returns both folders."""
+    scenes = sorted(path.stem for path in photos.iterdir())
+    cut = round(len(scenes) * photo_share)
+    folders = out / "photos", out / "maps"
+    for folder, source, chosen in zip(folders, (photos, maps), (scenes[:cut], scenes[cut:]), strict=True):
+        folder.mkdir(parents=True, exist_ok=True)
+        wanted = set(chosen)
+        for path in sorted(source.iterdir()):
+            if path.stem in wanted:
+                shutil.copyfile(path, folder / path.name)
+    return folders
