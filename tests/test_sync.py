@@ -57,8 +57,10 @@ class CountBetweenBatches:
 
     def __init__(self, inner, counter: SyncCounter, start: int, count: int) -> None:
         self.inner, self.counter, self.start, self.count = inner, counter, start, count
-        self.batches_per_epoch = inner.batches_per_epoch
         self.counted_steps = 0
+
+    def __getattr__(self, name: str):  # everything but epoch() is the real loader's
+        return getattr(self.inner, name)
 
     def epoch(self, epoch: int, skip_batches: int = 0):
         batches = iter(self.inner.epoch(epoch, skip_batches))
