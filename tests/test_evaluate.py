@@ -197,6 +197,18 @@ def test_eval_reads_a_shard_folder_like_the_trainer(generators, train_shards, tm
         assert err.startswith("cyclegan-eval: error: ") and err.count("\n") == 1 and needle in err, err
 
 
+def test_eval_of_unpaired_shards_scores_their_validation_pairs_only(generators, unpaired_shards, capsys):
+    """Scoring needs each photo's own map: an unpaired training split is refused in one line, and the
+    default (validation) split of the same folder, which stays paired, is scored."""
+    assert evaluate.main(["--generator", str(generators[0]), "--shards", str(unpaired_shards), "--split",
+                          "training"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("cyclegan-eval: error: ") and err.count("\n") == 1, err
+    assert "split 'training' is unpaired" in err and "scoring needs a paired split" in err
+    assert evaluate.main(["--generator", str(generators[0]), "--shards", str(unpaired_shards)]) == 0
+    assert "(split validation)" in capsys.readouterr().out
+
+
 def test_generate_then_eval_round_trip(generators, tmp_path, capsys):
     """label maps -> cyclegan-generate (seg -> photo) -> shards -> cyclegan-eval (photo -> seg): perfect."""
     labels = [block_labels(48, 64, seed=i, classes=(0, HIGH_CLASS, LOW_CLASS)) for i in range(3)]

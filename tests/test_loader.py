@@ -445,6 +445,9 @@ def test_unpaired_max_reads_the_larger_domain_once_and_cycles_the_smaller(unpair
     for _, seen, _ in ranks:  # 6 draws over a block of 4: two maps twice, two once
         assert sorted(seen.values()) == [1, 1, 2, 2]
     assert set(ranks[0][1]) | set(ranks[1][1]) == maps
+    # The photo that sits out changes with the epoch: over three epochs the ranks read every photo.
+    later = [set(photos) for epoch in (2, 3) for photos, _, _ in _epoch_counts(unpaired, loader, 2, epoch)]
+    assert set().union(*later, ranks[0][0], ranks[1][0]) == photos
 
 
 @pytest.mark.parametrize("loader", LOADERS)
