@@ -43,7 +43,8 @@ def test_two_processes_train_on_two_domains(unpaired_ddp_run: tuple[Path, list[d
 
 
 def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(
-    unpaired_ddp_run: tuple[Path, list[dict]], unpaired_shards: Path, tmp_path: Path
+    unpaired_ddp_run: tuple[Path, list[dict]], unpaired_shards: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Process 1 is signalled at its 5th batch (epoch 2, step 2 of 3); both stop at the next check and
     save; the resumed run ends with the uninterrupted run's weights, bit for bit."""
@@ -52,6 +53,9 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(
                    CYCLEGAN_TEST_SIGNAL="TERM:rank1@5")  # fmt: skip
     assert stopped[0]["steps"] == stopped[1]["steps"] == [5]
     assert json.loads((out / "status.json").read_text())["status"] == "stopped"
+    # Another world size cannot take over mid-epoch: the data position does not carry over.
+    assert main(tiny_args(unpaired_shards, out, "--resume", "auto", "--data.num_workers", "0")) == 1
+    assert "saved mid-epoch by 2 process(es), and this run has 1" in capsys.readouterr().err
     resumed = fork(unpaired_shards, out, tmp_path / "record2", "--resume", "auto")
     assert resumed[0]["steps"] == [6]
     reference = unpaired_ddp_run[1][0]["weights"]
