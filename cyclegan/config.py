@@ -161,6 +161,10 @@ class TrainConfig:
     """Epochs between evaluations on the validation split (0: never)."""
     inception_weights: str = ""
     """FID Inception weights file; when set, evaluations also report seg -> photo FID."""
+    eval_segmenter: str = ""
+    """An ADE20K-150 segmentation model for transformers (hub id or save_pretrained folder; pip install -e
+    '.[eval]'); when set, evaluations also report how well it segments F's photos of the validation maps,
+    as cyclegan-eval --protocol ade20k does at 256x256 (eval/seg2real_seg_miou, ..._pixel_acc, ..._class_acc)."""
     num_samples: int = 4
     """Validation items drawn in each epoch's sample grid."""
     max_steps: int = 0
@@ -240,6 +244,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"optim.lambda_paired={cfg.optim.lambda_paired} needs data.paired: true (aligned photo and label crops)"
         )
+    if cfg.train.eval_segmenter and not cfg.train.eval_every:
+        raise ConfigError(f"train.eval_segmenter ({cfg.train.eval_segmenter}) scores evaluations: set train.eval_every")
     if cfg.model.gumbel_noise < 0:
         raise ConfigError(f"model.gumbel_noise: must be >= 0, got {cfg.model.gumbel_noise}")
     if not cfg.model.gumbel_temperature > 0:

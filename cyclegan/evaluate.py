@@ -23,7 +23,14 @@ translated and compared with its own photo: mean absolute error and PSNR on the 
 the real photos with the Inception network of the original FID (TF 2015-12-05 weights) read
 from a local file.
 
-Images are evaluated at full resolution, one per batch, padded to multiples of 4.
+``--protocol ade20k`` prints the published ADE20K table instead, for one generator or one of each role
+(:mod:`cyclegan.protocol` pins it: 256 x 256 images, a transformers segmenter, FID and KID)::
+
+    cyclegan-eval --protocol ade20k --generator runs/ade20k/real2seg_gen_200.pt \\
+        --generator runs/ade20k/seg2real_gen_200.pt --segmenter openmmlab/upernet-convnext-small \\
+        --shards data/shards --inception-weights weights/weights-inception-2015-12-05-6726825d.pth --json table.json
+
+Without it, images are evaluated at full resolution, one per batch, padded to multiples of 4.
 The same functions run inside training: ``evaluate_segmentation(generator, batches, device,
 encoding)`` and ``evaluate_photos(generator, batches, device, encoding, fid)`` take the
 training loader's batches (``photo``, ``label``).
@@ -319,8 +326,19 @@ def without_nan(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cyclegan.protocol import REFERENCE_SEGMENTER  # here: the protocol module imports this one
+
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--generator", required=True, type=Path, help="real2seg_gen_N.pt or seg2real_gen_N.pt")
+    parser.add_argument("--generator", required=True, type=Path, action="append",
+                        help="real2seg_gen_N.pt or seg2real_gen_N.pt; with --protocol, one or one of each")  # fmt: skip
+    parser.add_argument("--protocol", choices=["ade20k"],
+                        help="ade20k: the published table (photo -> labels; labels -> photo read by --segmenter, "
+                        "with FID and KID; the segmenter on the real photos), everything at 256x256 "
+                        "(default: none: one generator's scores at full resolution, as described above)")  # fmt: skip
+    parser.add_argument("--segmenter", metavar="ID_OR_DIR",
+                        help="with --protocol: an ADE20K-150 semantic segmentation model for transformers, a "
+                        "hub id or a save_pretrained folder (default: none; the README uses "
+                        f"{REFERENCE_SEGMENTER})")  # fmt: skip
     parser.add_argument("--shards", required=True, metavar="DIR|PATTERN",
                         help="the folder cyclegan-shard wrote (as for cyclegan-train), or a tar path or brace pattern "
                         "such as 'DIR/validation-{000000..000003}.tar'")  # fmt: skip
@@ -328,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     parser.add_argument("--json", type=Path, help="also write the report here (default: print only)")
     parser.add_argument("--inception-weights", type=Path,
-                        help=f"{INCEPTION_FILE}: seg2real also scored by FID (default: L1 and PSNR only)")  # fmt: skip
+                        help=f"{INCEPTION_FILE}: seg2real also scored by FID, and by KID with --protocol "
+                        "(default: L1 and PSNR only)")  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     return parser
 
@@ -345,15 +364,43 @@ def shard_source(shards: str, split: str | None) -> str | list[str]:
     return shards
 
 
+@contextmanager
+def reading_shards(shards: str) -> Iterator[None]:
+    """Errors of reading the shards, and scores that cannot be computed, as one-line ``InputError``s."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, tarfile.TarError) as e:  # webdataset appends the shard's name to the arguments
+        where = getattr(e, "filename", None) or shards
+        detail = getattr(e, "strerror", None) or (e.args[0] if e.args else type(e).__name__)
+        raise InputError(f"{where}: cannot read the shards ({detail})") from None
+    except ValueError as e:  # ids out of range, FID or KID of fewer than two images
+        raise InputError(f"{shards}: {e}") from None
+
+
+def split_of(args: argparse.Namespace) -> tuple[str | list[str], str | None, str]:
+    """The shards to read, the split's name (None for a pattern) and how to name them to the user."""
+    source = shard_source(args.shards, args.split)
+    split = (args.split or "validation") if isinstance(source, list) else None
+    return source, split, f"{args.shards} (split {split})" if split else args.shards
+
+
 def run(args: argparse.Namespace) -> int:
     """Score the generator on the shards, print the report, optionally save it as JSON."""
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit: must be >= 1, got {args.limit}")
-    source = shard_source(args.shards, args.split)
-    split = (args.split or "validation") if isinstance(source, list) else None
-    described = f"{args.shards} (split {split})" if split else args.shards
+    if args.protocol is not None:
+        return run_protocol(args)
+    if args.segmenter is not None:
+        raise InputError(f"--segmenter {args.segmenter}: only with --protocol ade20k, whose table it reads photos for")
+    if len(args.generator) > 1:
+        raise InputError(f"--generator: one file without --protocol, got {len(args.generator)} "
+                         "(--protocol ade20k scores a real2seg and a seg2real file together)")  # fmt: skip
+    source, split, described = split_of(args)
     device = pick_device(args.device)
-    generator, meta, encoding = load_generator(args.generator, device)
+    path = args.generator[0]
+    generator, meta, encoding = load_generator(path, device)
     fid = None
     photos = meta["role"] == "seg2real"
     if photos and args.inception_weights is not None:
@@ -362,23 +409,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: note: seg2real is scored by L1 and PSNR here; it is also {INCEPTION_HELP}", file=sys.stderr)
     keys: list[str] = []
     batches = shard_batches(source, args.limit, keys)
-    try:
+    with reading_shards(args.shards):
         if photos:  # each real label map, in the generator's encoding, against its own photo
             scores = evaluate_photos(generator, batches, device, encoding, fid)
         else:
             scores = evaluate_segmentation(generator, batches, device, encoding)
-    except InputError:
-        raise
-    except (OSError, tarfile.TarError) as e:  # webdataset appends the shard's name to the arguments
-        where = getattr(e, "filename", None) or args.shards
-        detail = getattr(e, "strerror", None) or (e.args[0] if e.args else type(e).__name__)
-        raise InputError(f"{where}: cannot read the shards ({detail})") from None
-    except ValueError as e:  # ids out of range, FID of fewer than two images
-        raise InputError(f"{args.shards}: {e}") from None
     if not keys:
         raise InputError(f"{described}: no samples in the shards")
     report = {
-        "generator": str(args.generator),
+        "generator": str(path),
         "role": meta["role"],
         "seg_mode": encoding.mode,
         "epoch": meta["epoch"],
@@ -387,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
         "images": len(keys),
         **scores,
     }
-    print(f"{PROG}: {args.generator} ({meta['role']}, {encoding.mode} mode, epoch {meta['epoch']}) "
+    print(f"{PROG}: {path} ({meta['role']}, {encoding.mode} mode, epoch {meta['epoch']}) "
           f"on {len(keys)} image(s) of {described}")  # fmt: skip
     if not photos:
         report["class_names"] = list(CLASS_NAMES)
@@ -397,9 +436,89 @@ def run(args: argparse.Namespace) -> int:
     if fid is not None:
         report["inception_weights"] = str(args.inception_weights)
         print(f"FID {report['fid']:.3f}  (translated vs real photos; biased upward for small image counts)")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(without_nan(report), indent=2, allow_nan=False) + "\n")
+    write_report(report, args.json)
+    return 0
+
+
+def write_report(report: dict[str, Any], path: Path | None) -> None:
+    """The report as strict JSON (NaN as null) at ``path``, when one was given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(without_nan(report), indent=2, allow_nan=False) + "\n")
+
+
+ROW_TITLES = {
+    "real2seg": "photo -> labels (G)",
+    "seg2real": "labels -> photo (F), read by the segmenter",
+    "ground_truth": "ground truth (real photos, read by the segmenter)",
+}
+
+
+def format_protocol_table(rows: dict[str, dict[str, Any]]) -> str:
+    """The published table's columns, one line per row scored; accuracies and mIoU in percent."""
+    lines = [f"{'':<50}{'pixel acc':>10}{'class acc':>10}{'mIoU':>8}{'FID':>9}  KID"]
+    for row, scores in rows.items():
+        fid = f"{scores['fid']:.2f}" if "fid" in scores else "-"
+        kid = f"{scores['kid_mean']:.4f} +/- {scores['kid_std']:.4f}" if "kid_mean" in scores else "-"
+        lines.append(f"{ROW_TITLES[row]:<50}{100 * scores['pixel_acc']:>10.2f}{100 * scores['mean_class_acc']:>10.2f}"
+                     f"{100 * scores['mean_iou']:>8.2f}{fid:>9}  {kid}")  # fmt: skip
+    present = next(iter(rows.values()))["classes_present"]
+    lines.append(f"(accuracies and mIoU in %; class means over the {present}/{NUM_CLASSES} classes present in the "
+                 "ground truth; KID mean +/- std over its subsets)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_protocol(args: argparse.Namespace) -> int:
+    """``--protocol ade20k``: the rows the given generators allow (see :mod:`cyclegan.protocol`), printed
+    as the published table and saved as JSON with the protocol itself."""
+    from cyclegan import protocol
+
+    if args.segmenter is None:
+        raise InputError(f"--protocol {args.protocol}: needs --segmenter ID_OR_DIR, the ADE20K segmenter that reads "
+                         f"the photos ({protocol.REFERENCE_SEGMENTER}, or a folder save_pretrained wrote)")  # fmt: skip
+    if len(args.generator) > 2:
+        raise InputError(f"--generator: at most one real2seg and one seg2real file, got {len(args.generator)}")
+    source, split, described = split_of(args)
+    device = pick_device(args.device)
+    loaded: dict[str, tuple[Path, nn.Module, dict[str, Any], SegEncoding]] = {}
+    for path in args.generator:
+        generator, meta, encoding = load_generator(path, device)
+        if meta["role"] in loaded:
+            raise InputError(f"{path}: a second {meta['role']} generator (after {loaded[meta['role']][0]}); "
+                             "give one real2seg and one seg2real file")  # fmt: skip
+        loaded[meta["role"]] = (path, generator, meta, encoding)
+    segmenter = protocol.load_segmenter(args.segmenter, device)
+    fid = kid = None
+    if "seg2real" in loaded and args.inception_weights is not None:
+        fid = load_fid(args.inception_weights, device)
+        kid = protocol.make_kid(fid.inception).to(device)
+    elif "seg2real" in loaded:
+        print(f"{PROG}: note: FID and KID left out: labels -> photo is {INCEPTION_HELP}", file=sys.stderr)
+    pairs = {role: (generator, encoding) for role, (_, generator, _, encoding) in loaded.items()}
+    keys: list[str] = []
+    with reading_shards(args.shards):
+        totals = protocol.accumulate_rows(shard_batches(source, args.limit, keys), device, segmenter,
+                                          pairs.get("real2seg"), pairs.get("seg2real"), fid=fid, kid=kid)  # fmt: skip
+        if not keys:
+            raise InputError(f"{described}: no samples in the shards")
+        rows = protocol.row_scores(totals, fid, kid)
+    weights = str(args.inception_weights) if fid is not None else None
+    report = {
+        "protocol": protocol.describe(segmenter, len(keys), weights, rows.get("seg2real", {}).get("kid_subset_size")),
+        "shards": args.shards,
+        "split": split,
+        "images": len(keys),
+        "generators": {role: {"file": str(path), "seg_mode": encoding.mode, "epoch": meta["epoch"]}
+                       for role, (path, _, meta, encoding) in loaded.items()},  # fmt: skip
+        "rows": rows,
+        "class_names": list(CLASS_NAMES),
+    }
+    print(f"{PROG}: ADE20K protocol on {len(keys)} image(s) of {described} at {protocol.SIDE}x{protocol.SIDE}, "
+          f"segmenter {args.segmenter}")  # fmt: skip
+    for role, (path, _, meta, encoding) in loaded.items():
+        print(f"  {role}: {path} ({encoding.mode} mode, epoch {meta['epoch']})")
+    print(format_protocol_table(rows))
+    write_report(report, args.json)
     return 0
 
 

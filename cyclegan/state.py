@@ -144,6 +144,7 @@ ALLOWED = (
     "train.force_resume", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.export_every",
     "train.keep_exports", "train.max_nonfinite_steps", "train.log_every", "train.stop_check_every",
     "train.dist_timeout_s", "train.eval_every", "train.inception_weights", "train.num_samples", "train.max_steps",
+    "train.eval_segmenter",
     "train.ema_decay",  # the average is not fed back into training; a change applies from the next step
     "train.export_ema",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.name", "wandb.log_artifacts",

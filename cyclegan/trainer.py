@@ -51,7 +51,9 @@ from cyclegan.evaluate import (
     segmentation_scores,
     tracker_metrics,
 )
+from cyclegan.inference import InputError
 from cyclegan.logging import RunLogger, format_postfix, sample_grid, save_grid, translate_samples
+from cyclegan.protocol import Segmenter, accumulate_rows, load_segmenter
 from cyclegan.scheduler import BufferDealer
 from cyclegan.state import (
     PER_RANK,
@@ -166,15 +168,15 @@ class Trainer:
 
         self.models = prepare_models(accelerator, self.raw, cfg)
         self.step = build_step(accelerator, self.models, (self.opt_g, self.opt_d), self.buffers, cfg)
-        self.loader, self.val_loader, self.fid = self._build_data()
+        self.loader, self.val_loader, self.fid, self.segmenter = self._build_data()
         self.logger: RunLogger | None = None
         self.samples: dict[str, Any] | None = None
         if accelerator.is_main_process:
             self._start_outputs(resumed=saved is not None)
 
-    def _build_data(self) -> tuple[Any, Any, Any]:
+    def _build_data(self) -> tuple[Any, Any, Any, Segmenter | None]:
         """This process's training loader, and with ``train.eval_every`` its part of the validation
-        split (centre crops) and the FID network."""
+        split (centre crops), the FID network and the segmenter."""
         cfg = self.cfg
         kwargs = {"rank": self.rank, "world_size": self.world_size, "device": self.acc.device, "seed": cfg.seed,
                   "coloured": self.encoding.coloured}  # fmt: skip
@@ -186,7 +188,7 @@ class Trainer:
                 f"{self.world_size} process(es) x batch {cfg.data.batch_size}"
             )
         if not cfg.train.eval_every:
-            return loader, None, None
+            return loader, None, None, None
         if cfg.data.val_split not in split_names(cfg.data.shards):
             raise TrainingError(
                 f"{Path(cfg.data.shards) / MANIFEST}: no split '{cfg.data.val_split}' to score "
@@ -195,7 +197,13 @@ class Trainer:
             )
         val_loader = build_loader(cfg.data, split=cfg.data.val_split, train=False, **kwargs)
         fid = load_fid(cfg.train.inception_weights, self.acc.device) if cfg.train.inception_weights else None
-        return loader, val_loader, fid
+        segmenter = None
+        if cfg.train.eval_segmenter:
+            try:
+                segmenter = load_segmenter(cfg.train.eval_segmenter, self.acc.device)
+            except InputError as e:
+                raise TrainingError(f"train.eval_segmenter: {e}") from None
+        return loader, val_loader, fid, segmenter
 
     def _start_outputs(self, resumed: bool) -> None:
         """Main process: the run's config file, the fixed sample batch, the tracker; after a resume at an
@@ -395,16 +403,28 @@ class Trainer:
         if self.fid is not None:
             self.fid.reset()
         errors = accumulate_photo_errors(seg2real, self.val_loader.epoch(0), device, self.encoding, self.fid)
+        read = None  # F's photos of the maps at 256x256, read by the segmenter (cyclegan-eval --protocol's row)
+        if self.segmenter is not None:
+            rows = accumulate_rows(self.val_loader.epoch(0), device, self.segmenter, seg2real=(seg2real, self.encoding),
+                                   ground_truth=False)  # fmt: skip
+            read = rows["seg2real"]
         if self.acc.num_processes > 1:
             confusion = self.acc.reduce(confusion, reduction="sum")
             errors = self.acc.reduce(errors, reduction="sum")
+            read = self.acc.reduce(read, reduction="sum") if read is not None else None
         scores = segmentation_scores(confusion)
         metrics = tracker_metrics(scores)
         metrics.update({f"eval/{k}": v for k, v in photo_scores(errors).items()})
         if self.fid is not None:
             metrics["eval/fid"] = fid_score(self.fid)
+        if read is not None:
+            read_scores = segmentation_scores(read)
+            metrics["eval/seg2real_seg_pixel_acc"] = read_scores["pixel_acc"]
+            metrics["eval/seg2real_seg_class_acc"] = read_scores["mean_class_acc"]
+            metrics["eval/seg2real_seg_miou"] = read_scores["mean_iou"]
         if self.acc.is_main_process:
-            keys = ("eval/pixel_acc", "eval/mean_iou", "eval/photo_l1", "eval/photo_psnr", "eval/fid")
+            keys = ("eval/pixel_acc", "eval/mean_iou", "eval/photo_l1", "eval/photo_psnr", "eval/fid",
+                    "eval/seg2real_seg_miou")  # fmt: skip
             summary = ", ".join(f"{k[5:]}={metrics[k]:.4g}" for k in keys if k in metrics)
             tqdm.write(f"epoch {number} validation: {summary}")
             self.logger.log(metrics, step=self.progress.global_step)
