@@ -45,6 +45,20 @@ def unpaired_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised network of the FID Inception's architecture, saved like the real file."""
+    import torch
+    from torchvision.models import inception_v3
+
+    from cyclegan.evaluate import INCEPTION_FILE
+
+    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def reference_run(train_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted 2-epoch single-process run that resume tests must reproduce."""
     from cyclegan.train import main

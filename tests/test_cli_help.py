@@ -46,7 +46,7 @@ def test_every_option_documents_its_default(name, parser):
 def test_help_needs_no_torch_and_training_no_optional_packages():
     """In a fresh interpreter: ``cyclegan-train --help`` and ``cyclegan-shard --help`` answer without
     importing torch (start-up time: README); the trainer and the benchmarks then import without
-    webdataset, W&B and DALI, which GPU hosts may lack."""
+    webdataset, W&B, DALI and transformers (only train.eval_segmenter needs it), which GPU hosts may lack."""
     code = (
         "import contextlib, io, sys\n"
         "from cyclegan import train\n"
@@ -57,7 +57,7 @@ def test_help_needs_no_torch_and_training_no_optional_packages():
         "    assert 'usage:' in out.getvalue()\n"
         "print('torch' in sys.modules)\n"
         "import cyclegan.bench.__main__, cyclegan.trainer\n"
-        "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali') if m in sys.modules))\n"
+        "print(sorted(m for m in ('webdataset', 'wandb', 'nvidia.dali', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "[]"]

@@ -263,17 +263,6 @@ def test_fid_math_matches_scipy_on_gaussians():
     assert fid.compute().item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    """A randomly initialised network of the FID Inception's architecture, saved like the real file."""
-    from torchvision.models import inception_v3
-
-    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
-    torch.manual_seed(0)
-    torch.save(inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008).state_dict(), path)
-    return path
-
-
 def test_fid_cli_runs_with_local_weights(generators, inception_weights, tmp_path, capsys):
     labels = [block_labels(32, 32, seed=i) for i in range(3)]
     pattern = write_shards(tmp_path / "shards", [(photo_for(x), x) for x in labels])
