@@ -201,8 +201,8 @@ def load_segmenter(name: str, device: torch.device | str) -> Segmenter:
             raise _unloadable(name, local, e) from None
         absent = sorted(info["missing_keys"]) + sorted(str(k) for k in info["mismatched_keys"])
         if absent:
-            raise InputError(f"{name}: the checkpoint lacks {len(absent)} of the model's weights (e.g. {absent[0]}), "
-                             "which would be random")  # fmt: skip
+            raise InputError(f"{name}: the checkpoint lacks {len(absent)} of the model's weights or holds them in "
+                             f"another shape (e.g. {absent[0]}); they would be random")  # fmt: skip
         try:
             processor = AutoImageProcessor.from_pretrained(source)
         except (OSError, ValueError, KeyError):  # no preprocessor_config.json
