@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 SIDE = 256
 REFERENCE_SEGMENTER = "openmmlab/upernet-convnext-small"
-"""The segmenter the README's commands use: an UperNet, the decoder of the UperNet-101 that SPADE and OASIS
-read ADE20K with, on a ConvNeXt-S backbone (mmsegmentation's 512 x 512 ADE20K checkpoint, converted)."""
+"""The segmenter the README's commands use: an UperNet (the decoder family of the segmenter the ADE20K tables
+used) on a ConvNeXt-S backbone (mmsegmentation's 512 x 512 ADE20K checkpoint, converted)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 KID_SUBSETS = 100
