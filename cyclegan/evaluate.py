@@ -61,6 +61,7 @@ from cyclegan.data.catalog import LABEL, PHOTO, LoaderError, read_split
 from cyclegan.inference import InputError, from_uint8, load_generator, pick_device, to_uint8, translate
 from cyclegan.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cyclegan.seg_encoding import RgbEncoding, SegEncoding
+from cyclegan.tiled import TILE_MULTIPLE
 
 if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -144,20 +145,24 @@ def evaluating(generator: nn.Module) -> Iterator[None]:
 
 
 def accumulate_confusion(
-    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, encoding: SegEncoding | None = None
+    generator: nn.Module,
+    batches: Iterable[dict],
+    device: torch.device | str,
+    encoding: SegEncoding | None = None,
+    tile: int = 0,
 ) -> torch.Tensor:
     """Sum of ``confusion_matrix`` over photo -> seg translations of all batches, on ``device``.
 
     Each batch has ``photo`` (B x 3 x H x W in [-1, 1]) and ``label`` (B x H x W ids); ``encoding``
-    turns the generator's output into ids (default rgb). Under data parallelism all-reduce (sum)
-    this before ``segmentation_scores``.
+    turns the generator's output into ids (default rgb); ``tile`` > 0 runs it in exact tiles. Under data
+    parallelism all-reduce (sum) this before ``segmentation_scores``.
     """
     encoding = encoding or RgbEncoding()
     total = torch.zeros(NUM_IDS, NUM_IDS, dtype=torch.long, device=device)
     with evaluating(generator):
         for batch in batches:
             label = batch["label"].to(device, non_blocking=True)
-            pred = encoding.ids(translate(generator, batch["photo"].to(device, non_blocking=True)))
+            pred = encoding.ids(translate(generator, batch["photo"].to(device, non_blocking=True), tile))
             if pred.shape[-2:] != label.shape[-2:]:
                 pred = F.interpolate(pred[:, None].float(), size=label.shape[-2:], mode="nearest-exact")[:, 0].long()
             total += confusion_matrix(pred, label)
@@ -165,10 +170,14 @@ def accumulate_confusion(
 
 
 def evaluate_segmentation(
-    generator: nn.Module, batches: Iterable[dict], device: torch.device | str, encoding: SegEncoding | None = None
+    generator: nn.Module,
+    batches: Iterable[dict],
+    device: torch.device | str,
+    encoding: SegEncoding | None = None,
+    tile: int = 0,
 ) -> dict[str, Any]:
     """photo -> seg scores of ``generator`` (a real2seg generator) on ``batches``; see ``segmentation_scores``."""
-    return segmentation_scores(accumulate_confusion(generator, batches, device, encoding))
+    return segmentation_scores(accumulate_confusion(generator, batches, device, encoding, tile))
 
 
 def tracker_metrics(scores: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
@@ -214,6 +223,7 @@ def accumulate_photo_errors(
     device: torch.device | str,
     encoding: SegEncoding | None = None,
     fid: FrechetInceptionDistance | None = None,
+    tile: int = 0,
 ) -> torch.Tensor:
     """seg -> photo: ``[sum of L1, sum of PSNR (dB), images]`` on ``device``, each translated map
     compared with its own photo on the [0, 1] scale. Each batch has ``photo`` and ``label``; the
@@ -225,7 +235,7 @@ def accumulate_photo_errors(
         for batch in batches:
             real = (batch["photo"].to(device, non_blocking=True).float() + 1) / 2
             maps = encoding.from_ids(batch["label"].to(device, non_blocking=True))
-            fake = ((translate(generator, maps).float() + 1) / 2).clamp(0, 1)
+            fake = ((translate(generator, maps, tile).float() + 1) / 2).clamp(0, 1)
             l1 = (fake - real).abs().flatten(1).mean(1)
             mse = (fake - real).square().flatten(1).mean(1)
             psnr = -10 * torch.log10(mse.clamp(min=1e-10))  # peak 1; an exact copy scores 100 dB
@@ -255,12 +265,13 @@ def evaluate_photos(
     device: torch.device | str,
     encoding: SegEncoding | None = None,
     fid: FrechetInceptionDistance | None = None,
+    tile: int = 0,
 ) -> dict[str, float]:
     """seg -> photo scores of ``generator`` (a seg2real generator): ``photo_l1``, ``photo_psnr`` and,
     with ``fid`` (from ``load_fid``), ``fid``."""
     if fid is not None:
         fid.reset()
-    scores = photo_scores(accumulate_photo_errors(generator, batches, device, encoding, fid))
+    scores = photo_scores(accumulate_photo_errors(generator, batches, device, encoding, fid, tile))
     if fid is not None:
         scores["fid"] = fid_score(fid)
     return scores
@@ -349,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{INCEPTION_FILE}: seg2real also scored by FID, and by KID with --protocol "
                         "(default: L1 and PSNR only)")  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    parser.add_argument("--tile", type=int, default=0, metavar="N",
+                        help="run the generator in exact N x N-pixel tiles (a multiple of 4; same scores, "
+                        "memory bounded by the tile); 0: whole images (default); not with --protocol")  # fmt: skip
     return parser
 
 
@@ -390,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
     """Score the generator on the shards, print the report, optionally save it as JSON."""
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit: must be >= 1, got {args.limit}")
+    if args.tile < 0 or args.tile % TILE_MULTIPLE or (args.tile and args.protocol is not None):
+        raise InputError(f"--tile {args.tile}: must be 0 or a positive multiple of {TILE_MULTIPLE}, without --protocol")
     if args.protocol is not None:
         return run_protocol(args)
     if args.segmenter is not None:
@@ -411,9 +427,9 @@ def run(args: argparse.Namespace) -> int:
     batches = shard_batches(source, args.limit, keys)
     with reading_shards(args.shards):
         if photos:  # each real label map, in the generator's encoding, against its own photo
-            scores = evaluate_photos(generator, batches, device, encoding, fid)
+            scores = evaluate_photos(generator, batches, device, encoding, fid, args.tile)
         else:
-            scores = evaluate_segmentation(generator, batches, device, encoding)
+            scores = evaluate_segmentation(generator, batches, device, encoding, args.tile)
     if not keys:
         raise InputError(f"{described}: no samples in the shards")
     report = {

@@ -54,7 +54,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cyclegan.arguments import run_reporting_errors
 from cyclegan.checkpoint import CheckpointError
-from cyclegan.inference import InputError, load_translator, pick_device
+from cyclegan.inference import GIB, InputError, load_translator, pick_device
 from cyclegan.label_maps import (
     DEFAULT_MAX_UNKNOWN,
     DEFAULT_TOLERANCE,
@@ -258,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--file_width",
         dest="width",
         type=int,
-        default=256,
         help="model input width; rounded to a multiple of 4 (default 256)",
     )
     parser.add_argument(
@@ -266,12 +265,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--file_height",
         dest="height",
         type=int,
-        default=256,
         help="model input height; rounded to a multiple of 4 (default 256)",
     )
     parser.add_argument(
-        "--channels", type=int, help="input channels, checked if given: 3 for photos; 1 (ids) or 3 (colours) for maps "
-        "(default: not checked; each file's own channels are)"
+        "--own-size",
+        action="store_true",
+        help="translate each image at its own size instead of --width x --height: sides padded up to multiples "
+        "of 4 by repeating the edge pixels, results cropped back (large images are tiled as needed, see --tile)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help="run the generator in N x N-pixel tiles (a multiple of 4), with the same result as the whole "
+        "image (exact halos, instance norms over the whole image); 0: whole images only (default: whole "
+        "images where they fit in --max-memory, else the largest tile that fits). Needs a .pt generator",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GB",
+        help="memory budget of a translation in GB: on a GPU its device memory (whole-image tensors between "
+        "layers go to host memory when they do not fit), on the CPU all of it (default: what is free now)",
+    )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast (GPUs; on CPUs without AVX-512 bf16 it is many times slower than the default "
+        "float32). Needs a .pt generator",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help="input channels, checked if given: 3 for photos; 1 (ids) or 3 (colours) for maps "
+        "(default: not checked; each file's own channels are)",
     )
     parser.add_argument(
         "--output-size",
@@ -293,10 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pad_to_4(image: torch.Tensor) -> torch.Tensor:
+    """A photo (3, H, W) or ids (H, W) with its bottom and right edges repeated up to multiples of 4."""
+    height, width = image.shape[-2:]
+    rows = torch.arange(height + -height % 4).clamp(max=height - 1)
+    cols = torch.arange(width + -width % 4).clamp(max=width - 1)
+    return image[..., rows, :][..., cols]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check every input and output up front, then translate in batches."""
+    """Check every input and output up front, then translate in batches (one image a batch at own size)."""
     device = pick_device(args.device)
-    translate, meta = load_translator(args.generator, device)
+    if args.max_memory is not None and args.max_memory <= 0:
+        raise InputError(f"--max-memory: must be > 0 GB, got {args.max_memory}")
+    if args.own_size and (args.width is not None or args.height is not None):
+        raise InputError("--own-size: translates each image at its own size; give it or --width/--height, not both")
+    budget = None if args.max_memory is None else int(args.max_memory * GIB)
+    translate, meta = load_translator(args.generator, device, args.tile, budget, args.amp)
     domain = meta["input"]
     accepted = (3,) if domain == "photo" else (1, 3)  # a map: class ids, or colours
     if args.channels is not None and args.channels not in accepted:
@@ -304,9 +344,10 @@ def run(args: argparse.Namespace) -> int:
                          f"but --channels is {args.channels}")  # fmt: skip
     if args.batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {args.batch_size}")
-    if args.width < 1 or args.height < 1:
-        raise InputError(f"--width/--height: must be >= 1, got {args.width} x {args.height}")
-    model_size = (round_to_4(args.width, "width"), round_to_4(args.height, "height"))
+    width, height = args.width or 256, args.height or 256
+    if width < 1 or height < 1:
+        raise InputError(f"--width/--height: must be >= 1, got {width} x {height}")
+    model_size = None if args.own_size else (round_to_4(width, "width"), round_to_4(height, "height"))
 
     inputs = find_inputs(args.input)
     for path in inputs:
@@ -316,14 +357,27 @@ def run(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
     seen: dict[str, int] = {}  # how coloured maps were read: palette -> count
+    step = 1 if args.own_size else args.batch_size
     with torch.inference_mode():
-        for start in range(0, len(jobs), args.batch_size):
-            chunk = jobs[start : start + args.batch_size]
+        for start in range(0, len(jobs), step):
+            chunk = jobs[start : start + step]
             decoded = [read_input(path, domain, args.palette, seen) for path, _ in chunk]
             # uint8 photos or class ids at model size; the translator does the rest (see inference.Translator)
-            batch = torch.stack([resize(image, model_size, ids=domain != "photo") for image, _ in decoded])
-            for output, (_, size), (_, targets) in zip(translate(batch), decoded, chunk, strict=True):
-                out_size = size if args.output_size == "input" else model_size
+            if model_size is None:
+                batch = pad_to_4(decoded[0][0])[None]
+            else:
+                batch = torch.stack([resize(image, model_size, ids=domain != "photo") for image, _ in decoded])
+            try:
+                schedule = translate.schedule(batch.shape)
+            except InputError as e:
+                raise InputError(f"{chunk[0][0]}: {e}") from None
+            if schedule.tile and args.tile is None:
+                print(f"{PROG}: note: {chunk[0][0].name} ({batch.shape[-1]}x{batch.shape[-2]}) runs in "
+                      f"{schedule.describe()}", file=sys.stderr)  # fmt: skip
+            for output, (_, size), (_, targets) in zip(translate(batch, schedule), decoded, chunk, strict=True):
+                if model_size is None:
+                    output = output[..., : size[1], : size[0]]
+                out_size = size if args.output_size == "input" or model_size is None else model_size
                 save_outputs(output, domain, out_size, targets, args.palette)
     read_as = ", ".join(f"{n} {palette}" for palette, n in sorted(seen.items()))
     print(f"{PROG}: translated {len(inputs)} image(s), {domain} -> {meta['output']} "

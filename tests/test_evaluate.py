@@ -166,6 +166,12 @@ def test_eval_cli_scores_and_json(generators, tmp_path, capsys):
     assert evaluate.main(["--generator", str(generators[0]), "--shards", pattern, "--limit", "2"]) == 0
     assert "on 2 image(s)" in capsys.readouterr().out
 
+    tiled_path = tmp_path / "tiled.json"  # exact tiles (8 px: 2 a side at the generator's 1/4 resolution)
+    assert evaluate.main(["--generator", str(generators[0]), "--shards", pattern, "--tile", "8",
+                          "--json", str(tiled_path)]) == 0  # fmt: skip
+    tiled = json.loads(tiled_path.read_text())
+    assert {k: v for k, v in tiled.items() if k != "settings"} == {k: v for k, v in report.items() if k != "settings"}
+
 
 def test_eval_reads_a_shard_folder_like_the_trainer(generators, train_shards, tmp_path, capsys):
     """--shards takes the folder cyclegan-shard wrote (its manifest's split), and scores exactly what the
@@ -288,6 +294,10 @@ def test_seg2real_without_weights_scores_l1_and_psnr_and_says_how_to_get_fid(gen
     assert report["photo_l1"] == pytest.approx(np.mean([e.mean() for e in errors]), abs=2e-3)  # JPEG: ~exact
     psnr = np.mean([-10 * np.log10((e**2).mean()) for e in errors])
     assert report["photo_psnr"] == pytest.approx(psnr, abs=0.05) and "fid" not in report
+    tiled = tmp_path / "tiled.json"
+    args = ["--generator", str(generators[1]), "--shards", pattern, "--tile", "16", "--json", str(tiled)]
+    assert evaluate.main(args) == 0
+    assert json.loads(tiled.read_text())["photo_l1"] == pytest.approx(report["photo_l1"], abs=1e-6)
 
 
 class MidGrey(nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 from cyclegan.arguments import HelpFormatter, subset_of
 from cyclegan.arguments import non_negative_int as non_negative
 from cyclegan.arguments import positive_int as positive
-from cyclegan.bench import loader, maps, modes, startup, train
+from cyclegan.bench import loader, maps, modes, startup, tiled, train
 from cyclegan.bench.report import print_table, write_json
 from cyclegan.data.catalog import LoaderError
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": (train, "training-step throughput, FLOPs and MFU; --ladder for the speed ladder"),
         "modes": (modes, "translation quality of model.seg_mode rgb vs classes (and paired), same steps"),
         "maps": (maps, "how exactly colour segmentation maps (PNG, JPEG) decode back to class ids"),
+        "tiled": (tiled, "peak memory and s/MP of whole-image vs exact tiled translation, 1-16 MP"),
         "startup": (startup, "seconds each command takes to answer --help, beside python -c 'import torch'"),
     }
     for name, (module, summary) in quality.items():
