@@ -21,7 +21,9 @@
 #   train    cyclegan-train (configs/ade20k.yaml, so classes mode; bf16, compile, batch 16) for
 #            $TRAIN_SECONDS (60) s ended by SIGTERM, then a
 #            resume that must reach the next step (the SIGTERM run must exit 0: --preserve-status)
-# Files in $OUT (8 at most): ladder.json grid.json sync.json loader.json train.json table.md log.txt;
+#   tiled    cyclegan-bench tiled on the GPU: whole vs 1024-px exact tiles at 1, 4, 16 MP, TF32 off,
+#            fp32 then bf16, device memory bounded by --max-memory 8 (GB)
+# Files in $OUT (8 at most): ladder.json grid.json sync.json loader.json train.json tiled.json table.md log.txt;
 # the table is printed last. SECTIONS="sync train" runs only those (the data set is always made).
 # One inductor cache ($TORCHINDUCTOR_CACHE_DIR, default /tmp/cyclegan-inductor)
 # serves every compiled row. Dry run on a CPU with tiny shapes (every section ran here: 4 minutes on
@@ -54,7 +56,7 @@ if ! "$py" -c "import jsonargparse, docstring_parser" 2>/dev/null; then
 fi
 
 left() { echo $((deadline - SECONDS)); }
-wanted() { [[ " ${SECTIONS:-ladder grid sync loader train} " == *" $1 "* ]]; }
+wanted() { [[ " ${SECTIONS:-ladder grid sync loader train tiled} " == *" $1 "* ]]; }
 
 section() {  # name, cap in seconds, command...: run it inside what is left of the budget
     local name=$1 cap=$2
@@ -169,19 +171,28 @@ else
     echo "-- train: not run, the budget is spent"
 fi
 
+# Large images (issue 27): whole vs exact tiles on the GPU, TF32 off, device memory bounded by --max-memory
+# (whole-image tensors between layers go to host memory when they do not fit beside the tile); fp32, then bf16.
+if wanted tiled; then
+    bench tiled_fp32 150 tiled --device cuda --megapixels 1 4 16 --tiles 1024 --max-memory 8
+    bench tiled_bf16 90 tiled --device cuda --megapixels 4 16 --tiles 1024 --max-memory 8 --amp
+    collect tiled tiled_fp32 tiled_bf16
+fi
+
 "$py" - "$out" <<'PY' | tee "$out/table.md"
 import json, sys
 from pathlib import Path
 from cyclegan.bench.report import markdown_table
 from cyclegan.bench.train import COLUMNS
 from cyclegan.bench.loader import COLUMNS as LOADER_COLUMNS
+from cyclegan.bench.tiled import COLUMNS as TILED_COLUMNS
 out = Path(sys.argv[1])
 def load(name):
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-for section in ("ladder", "grid", "sync", "loader"):
+for section in ("ladder", "grid", "sync", "loader", "tiled"):
     for name, rep in load(section).items():
-        cols = LOADER_COLUMNS if rep["benchmark"] == "loader" else COLUMNS + [("sync_debug", "sync debug", "")]
+        cols = {"loader": LOADER_COLUMNS, "tiled": TILED_COLUMNS}.get(rep["benchmark"], COLUMNS + [("sync_debug", "sync debug", "")])
         print(f"\n### {name} ({rep['machine'].get('gpu', rep['machine']['cpu'])}, {rep['machine']['date']})\n")
         print(markdown_table(rep["rows"], cols))
         for row in rep["rows"]:

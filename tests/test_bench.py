@@ -206,3 +206,17 @@ def test_startup_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         main(["startup", "--commands", "train,fit"])
     assert exit_.value.code == 2
 
+
+def test_tiled_report_rows_and_agreement(tmp_path: Path) -> None:
+    """Each row a process of its own; tiles agree with the whole image; the largest size is extrapolated."""
+    out = tmp_path / "tiled.json"
+    args = ["tiled", "--megapixels", "0.01", "0.02", "--tiles", "32", "--ngf", "4", "--blocks", "1",
+            "--mode", "classes", "--max-memory", "4", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["size"]) for r in rows] == [
+        ("whole", "116x88"), ("tiles 32", "116x88"), ("whole", "164x124"), ("tiles 32", "164x124")
+    ]  # fmt: skip
+    assert all(r["agreement"].endswith(" ids") and float(r["agreement"].split()[0]) >= 0.999 for r in rows)
+    assert all(r["peak_gb"] >= r["before_gb"] > 0 and r["s_per_mp"] > 0 for r in rows)
+    assert rows[-1]["largest_mp"] > 0

@@ -34,6 +34,7 @@ COLUMNS = [
     ("peak_gb", "peak GB", ".2f"),
     ("before_gb", "before GB", ".2f"),
     ("estimate_gb", "estimate GB", ".2f"),
+    ("gpu_peak_gb", "GPU peak GB", ".2f"),
     ("agreement", "vs whole", ""),
     ("largest_mp", "largest MP in limit", ".1f"),
 ]
@@ -49,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser, positive: Any) -> None:
     p.add_argument("--blocks", type=positive, default=9, help="residual blocks (paper: 9)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="the translation's memory budget, as cyclegan-generate's (default: no limit)")  # fmt: skip
     p.add_argument("--limit-gb", type=float, default=16.0, help="memory limit for the largest-image column")
     p.add_argument("--check-largest", action="store_true", help="also run each method at its largest size")
     p.set_defaults(func=bench_tiled, columns=COLUMNS)
@@ -97,7 +100,7 @@ def _agreement(direction: str, sample: list[int], reference: list[int]) -> str:
 
 
 def _child(args: argparse.Namespace, size: tuple[int, int], tile: int) -> dict[str, Any]:
-    spec = {k: getattr(args, k) for k in ("mode", "direction", "ngf", "blocks", "device", "amp")}
+    spec = {k: getattr(args, k) for k in ("mode", "direction", "ngf", "blocks", "device", "amp", "max_memory")}
     spec |= {"size": size, "tile": tile}
     done = subprocess.run(
         [sys.executable, "-c", f"from cyclegan.bench.tiled import child; child({json.dumps(spec)!r})"],
@@ -133,8 +136,11 @@ def child(spec_json: str) -> None:
         head="logits" if classes and photo_in else "tanh",
     ).eval()
     device = torch.device(spec["device"])
-    runner = Runner(Translator(generator, "photo" if photo_in else "seg", spec["mode"]), device, spec["tile"],
-                    max_memory=1 << 50, amp=spec["amp"])  # fmt: skip
+    if device.type == "cuda":  # the comparison with whole images is of fp32 arithmetic, not TF32's
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    budget = int(spec["max_memory"] * GIB) if spec["max_memory"] and spec["tile"] else 1 << 50  # whole: unbounded
+    runner = Runner(Translator(generator, "photo" if photo_in else "seg", spec["mode"]), device,
+                    spec["tile"], max_memory=budget, amp=spec["amp"])  # fmt: skip
     width, height = spec["size"]
 
     def image(h: int, w: int) -> torch.Tensor:
@@ -170,6 +176,7 @@ def child(spec_json: str) -> None:
         "peak_gb": peak / GIB,
         "before_gb": before / GIB,
         "estimate_gb": schedule.needs / GIB,
+        "store": str(schedule.store),
         "sample": sample.long().tolist(),
     }
     if device.type == "cuda":
