@@ -118,10 +118,12 @@ def test_upload_paint_fill_in_chromium(served, tmp_path):
 
             # fill: click the decoded map's unlabeled corner with "tree"
             pick(page, "tree")
-            count = len(translated)
+            count, before = len(translated), image_src(page, "photo-out")
             click_pixel(page, "decoded", 4, 4)
             wait_for(lambda: len(translated) > count and TREE in translated[-1], page, "the filled map's photo")
             assert translated[-1] == {TREE, HIGH_CLASS}, translated
+            wait_for(lambda: image_src(page, "photo-out") not in (None, before) and image_src(page, "decoded")
+                     and "queue:" not in page.locator("body").inner_text(), page, "the page to settle")  # fmt: skip
             page.screenshot(path=str(shots / "app_labels_to_photo.png"), full_page=True)
         finally:
             browser.close()
