@@ -207,6 +207,7 @@ def test_startup_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert exit_.value.code == 2
 
 
+@pytest.mark.slow  # a process a row
 def test_tiled_report_rows_and_agreement(tmp_path: Path) -> None:
     """Each row a process of its own; tiles agree with the whole image; the largest size is extrapolated."""
     out = tmp_path / "tiled.json"

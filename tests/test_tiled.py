@@ -37,8 +37,13 @@ LAYERS = {
     "reflection-padded 7x7": lambda: [nn.ReflectionPad2d(3), nn.Conv2d(3, 4, 7)],
     "stride 2, zero padding": lambda: [nn.Conv2d(3, 4, 3, 2, 1)],
     "transposed, stride 2": lambda: [nn.ConvTranspose2d(3, 4, 3, 2, 1, output_padding=1)],
-    "instance norm, ReLU": lambda: [nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(True),
-                                    nn.Conv2d(4, 4, 3, 2, 1)],  # fmt: skip
+    "instance norm, ReLU": lambda: [
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(3, 4, 3),
+        nn.InstanceNorm2d(4),
+        nn.ReLU(True),
+        nn.Conv2d(4, 4, 3, 2, 1),
+    ],  # fmt: skip
     "residual block": lambda: [nn.Conv2d(3, 4, 1), ResidualBlock(4)],
 }
 
@@ -110,8 +115,9 @@ def test_generators_in_tiles_equal_whole_images(mode, domain):
 
 @pytest.mark.parametrize("mode, domain", KINDS)
 def test_bf16_tiles_stay_as_close_to_fp32_as_bf16_whole_images(mode, domain):
-    """The stated bf16 bound (README): ids >= 90 % equal (rgb's nearest-colour decode is the touchy one), photos within 16 levels and 1.5 on average of
-    fp32, and tiles no further from fp32 than the whole bf16 image is (1 point of ids, 1 level)."""
+    """The stated bf16 bound (README): ids >= 90 % equal (rgb's nearest-colour decode is the touchy one),
+    photos within 16 levels and 1.5 on average of fp32, and tiles no further from fp32 than the whole bf16
+    image is (1 point of ids, 1 level)."""
     run = translator(mode, domain)
     x = inputs(domain, 68, 100)
     with torch.inference_mode():
