@@ -187,6 +187,9 @@ def load_segmenter(name: str, device: torch.device | str) -> Segmenter:
         raise InputError(f"{name}: a file; the segmenter is a folder save_pretrained wrote, or a hub id")
     if not local and not _HUB_ID.fullmatch(name):
         raise InputError(f"{name}: no such folder")
+    if local and not (folder / "config.json").is_file():  # some transformers versions load defaults from nothing
+        raise InputError(f"{name}: not a semantic segmentation model transformers can load (no config.json: "
+                         "pass a folder save_pretrained wrote)")  # fmt: skip
     source = str(folder) if local else name
     with _quiet_hub():
         try:
